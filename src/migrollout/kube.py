@@ -1,0 +1,306 @@
+"""A thin JSON client for the Kubernetes API, built on the official Python client.
+
+The official client does authentication (kubeconfig, exec plugins, tokens,
+in-cluster service accounts) and TLS. This layer keeps objects as plain dicts
+(no model classes: modules and the simulator read a few fields of many
+objects), turns every API failure into a :class:`KubeError` with status and
+reason, and offers watches as iterators.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client import rest
+from kubernetes.config.config_exception import ConfigException
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+FIELD_MANAGER = "nvidia-mig-rollout"
+
+
+class KubeError(Exception):
+    """An API call that failed: HTTP status (0 when the server was not reached), reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str, what: str = ""):
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.what = what
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        where = f"{self.what}: " if self.what else ""
+        status = f"HTTP {self.status} {self.reason}" if self.status else self.reason
+        message = " ".join(self.message.split())
+        return f"{where}{status}: {message}" if message else f"{where}{status}"
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def too_many_requests(self) -> bool:
+        return self.status == 429
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+def _error_from_response(response: Any, what: str) -> KubeError:
+    """A failed API response as a KubeError, with the server's Status reason and message when it sent one."""
+    reason = response.reason or ""
+    raw = response.data or b""
+    try:
+        body = json.loads(raw)
+        message = body.get("message", "")
+        reason = body.get("reason") or reason
+    except (ValueError, TypeError, AttributeError):
+        message = raw.decode(errors="replace")[:300]
+    return KubeError(response.status, reason, message, what)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the API server; mirrors the modules' connection options."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    host: str | None = None
+    api_key: str | None = None
+    validate_certs: bool | None = None
+    ca_cert: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Connection:
+        return cls(**{name: params.get(name) for name in cls.__dataclass_fields__})
+
+
+def load_configuration(conn: Connection) -> k8s_client.Configuration:
+    """Build a client configuration from explicit options, a kubeconfig, or the in-cluster service account."""
+    configuration = k8s_client.Configuration()
+    kubeconfig = conn.kubeconfig or os.environ.get("KUBECONFIG")
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    try:
+        if conn.kubeconfig or conn.context or not (conn.host or in_cluster):
+            path = os.path.expanduser((kubeconfig or "~/.kube/config").split(os.pathsep)[0])
+            if not os.path.exists(path):
+                if not conn.host:
+                    raise KubeError(0, "ConfigError", f"kubeconfig {path} does not exist")
+            else:
+                k8s_config.load_kube_config(
+                    config_file=path, context=conn.context, client_configuration=configuration,
+                    persist_config=False,
+                )
+        elif in_cluster and not conn.host:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+    except ConfigException as exc:
+        raise KubeError(0, "ConfigError", str(exc)) from None
+    if conn.host:
+        configuration.host = conn.host
+    if conn.api_key:
+        configuration.api_key = {"authorization": conn.api_key}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+    if conn.ca_cert:
+        configuration.ssl_ca_cert = conn.ca_cert
+    if conn.validate_certs is not None:
+        configuration.verify_ssl = conn.validate_certs
+    return configuration
+
+
+def _path(template: str, **parts: str) -> str:
+    return template.format(**{key: quote(value, safe="") for key, value in parts.items()})
+
+
+class KubeClient:
+    """Plain-dict access to the API server. Thread-safe (urllib3 pool)."""
+
+    def __init__(self, configuration: k8s_client.Configuration, pool_size: int = 4,
+                 request_timeout: float = 60.0):
+        configuration.connection_pool_maxsize = pool_size
+        self.configuration = configuration
+        self.host = configuration.host.rstrip("/")
+        self.request_timeout = request_timeout
+        self._rest = rest.RESTClientObject(configuration)
+        if not configuration.verify_ssl:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    @classmethod
+    def connect(cls, conn: Connection | None = None, **kwargs: Any) -> KubeClient:
+        return cls(load_configuration(conn or Connection()), **kwargs)
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    def _headers(self, content_type: str = JSON) -> dict[str, str]:
+        headers = {"Accept": JSON, "Content-Type": content_type, "User-Agent": FIELD_MANAGER}
+        token = self.configuration.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
+                content_type: str = JSON, what: str = "", timeout: float | None = None,
+                stream: bool = False) -> Any:
+        url = self.host + path
+        params = {key: value for key, value in (query or {}).items() if value is not None}
+        if params:
+            url += "?" + urlencode(params)
+        data = body if isinstance(body, str | bytes) or body is None else json.dumps(body)
+        try:
+            response = self._rest.pool_manager.request(
+                method, url, body=data, headers=self._headers(content_type), preload_content=not stream,
+                timeout=urllib3.Timeout(connect=10.0, read=timeout or self.request_timeout) if not stream
+                else urllib3.Timeout(connect=10.0, read=timeout),
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            reason = type(exc).__name__
+            detail = str(getattr(exc, "reason", "") or exc)
+            raise KubeError(0, f"cannot reach the API server at {self.host} ({reason})", detail, what) from None
+        if not 200 <= response.status <= 299:
+            if stream:
+                response.read()
+            raise _error_from_response(response, what)
+        if stream:
+            return response
+        if not response.data:
+            return {}
+        return json.loads(response.data)
+
+    # -- verbs ----------------------------------------------------------------------------------------------
+
+    def get(self, path: str, what: str = "", **query: Any) -> dict[str, Any]:
+        return self.request("GET", path, query, what=what)
+
+    def get_or_none(self, path: str, what: str = "") -> dict[str, Any] | None:
+        try:
+            return self.get(path, what=what)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def list(self, path: str, what: str = "", label_selector: str | None = None,
+             field_selector: str | None = None, limit: int = 500) -> tuple[list[dict[str, Any]], str]:
+        """All items (following ``continue``), and the list's resourceVersion to watch from."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self.get(path, what=what, labelSelector=label_selector, fieldSelector=field_selector,
+                            limit=limit, **{"continue": token})
+            items.extend(page.get("items") or [])
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return items, page.get("metadata", {}).get("resourceVersion", "")
+
+    def create(self, path: str, body: Mapping[str, Any], what: str = "", **query: Any) -> dict[str, Any]:
+        return self.request("POST", path, query, body, what=what)
+
+    def replace(self, path: str, body: Mapping[str, Any], what: str = "", **query: Any) -> dict[str, Any]:
+        return self.request("PUT", path, query, body, what=what)
+
+    def patch(self, path: str, body: Any, what: str = "", content_type: str = MERGE_PATCH,
+              **query: Any) -> dict[str, Any]:
+        return self.request("PATCH", path, query, body, content_type=content_type, what=what)
+
+    def apply(self, path: str, body: Mapping[str, Any], field_manager: str = FIELD_MANAGER, force: bool = True,
+              what: str = "", **query: Any) -> dict[str, Any]:
+        return self.patch(path, body, what=what, content_type=APPLY_PATCH, fieldManager=field_manager,
+                          force=str(force).lower(), **query)
+
+    def delete(self, path: str, what: str = "", body: Mapping[str, Any] | None = None,
+               **query: Any) -> dict[str, Any]:
+        return self.request("DELETE", path, query, body, what=what)
+
+    def watch(self, path: str, resource_version: str | None = None, what: str = "",
+              label_selector: str | None = None, field_selector: str | None = None,
+              timeout_seconds: int | None = None,
+              allow_bookmarks: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(type, object)`` events until the server ends the watch.
+
+        Without ``resource_version`` the server first sends the current objects as
+        ``ADDED`` events, which saves a separate GET. A 410 (expired resourceVersion)
+        raises :class:`KubeError` with ``gone``; ``ERROR`` events are raised too.
+        """
+        query = {
+            "watch": "true", "resourceVersion": resource_version, "labelSelector": label_selector,
+            "fieldSelector": field_selector, "timeoutSeconds": timeout_seconds,
+            "allowWatchBookmarks": "true" if allow_bookmarks else None,
+        }
+        read_timeout = (timeout_seconds + 30) if timeout_seconds else None
+        response = self.request("GET", path, query, what=what, stream=True, timeout=read_timeout)
+        buffer = b""
+        try:
+            for chunk in response.stream(64 * 1024, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind, obj = event.get("type", ""), event.get("object") or {}
+                    if kind == "ERROR":
+                        raise KubeError(obj.get("code", 0), obj.get("reason", "Error"), obj.get("message", ""), what)
+                    yield kind, obj
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
+            if not timeout_seconds:
+                raise KubeError(0, "watch interrupted", str(exc), what) from None
+        finally:
+            response.release_conn()
+
+
+# -- paths ----------------------------------------------------------------------------------------------------
+
+def node_path(name: str) -> str:
+    return _path("/api/v1/nodes/{name}", name=name)
+
+
+def node_status_path(name: str) -> str:
+    return node_path(name) + "/status"
+
+
+def pods_path(namespace: str | None = None) -> str:
+    return _path("/api/v1/namespaces/{ns}/pods", ns=namespace) if namespace else "/api/v1/pods"
+
+
+def pod_path(namespace: str, name: str) -> str:
+    return _path("/api/v1/namespaces/{ns}/pods/{name}", ns=namespace, name=name)
+
+
+def configmap_path(namespace: str, name: str | None = None) -> str:
+    base = _path("/api/v1/namespaces/{ns}/configmaps", ns=namespace)
+    return base + ("/" + quote(name, safe="") if name else "")
+
+
+def namespaced_path(group_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    root = f"/api/{group_version}" if group_version == "v1" else f"/apis/{group_version}"
+    base = root + (_path("/namespaces/{ns}", ns=namespace) if namespace else "") + "/" + plural
+    return base + ("/" + quote(name, safe="") if name else "")
+
+
+def retry_on_conflict(action: Callable[[], Any], attempts: int = 8) -> Any:
+    """Run a read-modify-write ``action`` again when the server reports a 409 conflict."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except KubeError as exc:
+            if not exc.conflict or attempt == attempts - 1:
+                raise
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+    raise AssertionError("unreachable")

@@ -1,0 +1,259 @@
+"""``simcluster``: a local GPU cluster whose Kubernetes parts are real.
+
+    simcluster up [--fleet FILE] [--nodes N] [--port PORT] [--without-operator]
+    simcluster env | status | down | build | models
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from migrollout import catalogue, clusterpolicy, labels
+from migrollout.kube import Connection, KubeClient, KubeError
+from simcluster import binaries
+from simcluster import fleet as fleet_file
+from simcluster.controlplane import ClusterError, ClusterState, ControlPlane, free_port, pid_alive, port_in_use
+
+DEFAULT_PORT = 6443
+
+
+def state_dir(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    if os.environ.get("SIMCLUSTER_DIR"):
+        return Path(os.environ["SIMCLUSTER_DIR"]).expanduser().resolve()
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return base / "simcluster" / "default"
+
+
+def _client(state: ClusterState) -> KubeClient:
+    return KubeClient.connect(Connection(kubeconfig=state.kubeconfig), request_timeout=30)
+
+
+def _api_ready(state: ClusterState) -> bool:
+    try:
+        _client(state).get("/readyz")
+        return True
+    except (KubeError, ValueError):
+        return False
+
+
+def _settled(api: KubeClient, expected: set[str], with_operator: bool) -> str:
+    """What the cluster still lacks before tests can use it ("" when settled)."""
+    nodes, _ = api.list("/api/v1/nodes", what="list nodes")
+    present = {node["metadata"]["name"]: node for node in nodes}
+    missing = expected - set(present)
+    if missing:
+        return f"{len(missing)} of {len(expected)} nodes not registered yet"
+    not_ready = [name for name in expected if not _node_ready(present[name])]
+    if not_ready:
+        return f"{len(not_ready)} nodes not Ready or still tainted not-ready (e.g. {sorted(not_ready)[0]})"
+    if not with_operator:
+        return ""
+    policies, _ = api.list(clusterpolicy.path(), what="list ClusterPolicies")
+    if not policies or not clusterpolicy.is_ready(policies[0]):
+        return "ClusterPolicy not ready"
+    for name in sorted(expected):
+        node_labels = present[name]["metadata"].get("labels") or {}
+        if not any(node_labels.get(key) == "true" for key in labels.NFD_NVIDIA_PCI):
+            continue
+        if labels.GPU_PRODUCT not in node_labels:
+            return f"node {name}: GPU feature discovery has not labelled it yet"
+        if node_labels.get(labels.MIG_CAPABLE) == "true" and node_labels.get(labels.MIG_CONFIG_STATE) != "success":
+            return f"node {name}: MIG manager has not reported success yet"
+        allocatable = present[name].get("status", {}).get("allocatable") or {}
+        if not any(k.startswith("nvidia.com/") and v not in ("0", 0) for k, v in allocatable.items()):
+            return f"node {name}: the device plugin advertises no GPUs yet"
+    return ""
+
+
+def _node_ready(node: dict) -> bool:
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in node.get("status", {}).get("conditions") or [])
+    tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in node.get("spec", {}).get("taints") or [])
+    return ready and not tainted
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    fleet = fleet_file.load(args.fleet)  # bad fleet files fail here, before anything starts
+    if args.nodes:
+        fleet = fleet.scaled(args.nodes)
+    directory = state_dir(args.state_dir)
+    existing = ClusterState.load(directory)
+    if existing is not None:
+        if all(existing.alive().values()) and _api_ready(existing):
+            print(f"simcluster: already up at {existing.server} ({directory})")
+            print(f"export KUBECONFIG={existing.kubeconfig}")
+            return 0
+        ControlPlane(existing, binaries.Binaries(Path(existing.binaries))).stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    port = args.port if args.port is not None else DEFAULT_PORT
+    if port == 0:
+        port = free_port()
+    elif port_in_use(port):
+        raise ClusterError(f"port {port} is in use on 127.0.0.1 (another cluster? run 'simcluster down' "
+                           f"or choose one with --port)")
+    built = binaries.build()
+    directory.mkdir(parents=True, exist_ok=True)
+    state = ClusterState(str(directory), port, free_port(), free_port(), free_port(), free_port(),
+                         str(built.directory), fleet=fleet.source, with_operator=not args.without_operator,
+                         started_at=time.time())
+    state.save()
+    control_plane = ControlPlane(state, built)
+    try:
+        control_plane.write_credentials()
+        control_plane.start()
+        command = [sys.executable, "-m", "simcluster.daemon", f"--kubeconfig={state.kubeconfig}",
+                   f"--status-file={directory / 'simulator-status.json'}"]
+        if args.fleet:
+            command.append(f"--fleet={Path(args.fleet).resolve()}")
+        if args.nodes:
+            command.append(f"--nodes={args.nodes}")
+        if not args.without_operator:
+            command.append("--install-operator")
+        control_plane._spawn("simulator", command)
+        _wait_settled(state, fleet, not args.without_operator, control_plane, args.timeout)
+    except BaseException:
+        control_plane.stop()
+        raise
+    gpu_nodes = sum(1 for node in fleet.nodes() if node.gpu)
+    operator = "GPU Operator simulated (ClusterPolicy ready, strategy mixed)" if state.with_operator \
+        else "no GPU Operator (install it with playbooks/nvidia-gpu-operator.yml)"
+    print(f"simcluster: up in {time.monotonic() - started:.1f} s at {state.server}: "
+          f"{len(fleet.nodes())} nodes ({gpu_nodes} with GPUs); {operator}")
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    return 0
+
+
+def _wait_settled(state: ClusterState, fleet: fleet_file.Fleet, with_operator: bool, control_plane: ControlPlane,
+                  timeout: float) -> None:
+    api = _client(state)
+    expected = {node.name for node in fleet.nodes()}
+    interval = 0.5 if len(expected) < 100 else 3.0
+    deadline = time.monotonic() + timeout
+    lacking = "not checked yet"
+    while time.monotonic() < deadline:
+        if not pid_alive(state.pids["simulator"]):
+            raise control_plane._fail("simulator", "exited during start-up")
+        try:
+            lacking = _settled(api, expected, with_operator)
+        except KubeError as exc:
+            lacking = exc.one_line()
+        if not lacking:
+            return
+        time.sleep(interval)
+    raise ClusterError(f"the cluster did not settle within {timeout:.0f} s: {lacking} "
+                       f"(logs in {Path(state.directory) / 'logs'})")
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    directory = state_dir(args.state_dir)
+    state = ClusterState.load(directory)
+    if state is None:
+        print(f"simcluster: nothing to stop ({directory} holds no cluster)")
+        shutil.rmtree(directory, ignore_errors=True)
+        return 0
+    stopped = ControlPlane(state, binaries.Binaries(Path(state.binaries))).stop()
+    shutil.rmtree(directory, ignore_errors=True)
+    print(f"simcluster: stopped {', '.join(stopped) or 'nothing (no process was running)'}; removed {directory}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    directory = state_dir(args.state_dir)
+    state = ClusterState.load(directory)
+    if state is None:
+        raise ClusterError(f"no cluster in {directory}; start one with 'simcluster up'")
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    print(f"export SIMCLUSTER_OPERATOR_KUBECONFIG={state.operator_kubeconfig}")
+    print(f'export PATH="{state.binaries}:$PATH"')
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    directory = state_dir(args.state_dir)
+    state = ClusterState.load(directory)
+    if state is None:
+        print(f"simcluster: down ({directory} holds no cluster)")
+        return 3
+    alive = state.alive()
+    for name, running in alive.items():
+        print(f"{name:<24} {'running' if running else 'STOPPED'} (pid {state.pids[name]})")
+    if not all(alive.values()) or not _api_ready(state):
+        print("simcluster: degraded; 'simcluster down' then 'simcluster up' to start afresh")
+        return 1
+    api = _client(state)
+    version = api.get("/version").get("gitVersion")
+    nodes, _ = api.list("/api/v1/nodes")
+    ready = sum(1 for node in nodes if _node_ready(node))
+    print(f"API server {state.server} ({version}); nodes: {ready}/{len(nodes)} Ready")
+    try:
+        policies, _ = api.list(clusterpolicy.path())
+    except KubeError:
+        policies = []
+    if policies:
+        policy = policies[0]
+        print(f"ClusterPolicy {policy['metadata']['name']}: {policy.get('status', {}).get('state', 'unknown')}, "
+              f"MIG strategy {clusterpolicy.strategy(policy)}")
+    else:
+        print("ClusterPolicy: none (GPU Operator not installed)")
+    print(f"kubeconfig: {state.kubeconfig}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    built = binaries.build()
+    version = subprocess.run([built.path("kube-apiserver"), "--version"], capture_output=True, text=True)
+    print(f"simcluster: binaries in {built.directory} ({version.stdout.strip()}, helm v{binaries.HELM_VERSION}, "
+          f"etcd v{binaries.ETCD_VERSION})")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for model in catalogue.MODELS:
+        profiles = ", ".join(f"{p.name} x{p.max_count}" for p in model.profiles) or "no MIG"
+        print(f"{model.key:<16} {model.product:<44} 0x{model.pci_device_id}  {profiles}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="simcluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state-dir", help="where the cluster keeps its state (default: $SIMCLUSTER_DIR or "
+                                            "~/.local/state/simcluster/default)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start the cluster (idempotent)")
+    up.add_argument("--fleet", help="fleet file (default: the built-in small fleet)")
+    up.add_argument("--nodes", type=int, help="scale the fleet to this many nodes in all")
+    up.add_argument("--port", type=int, help=f"API server port (default {DEFAULT_PORT}; 0 picks a free one)")
+    up.add_argument("--without-operator", action="store_true",
+                    help="do not simulate an installed GPU Operator (no ClusterPolicy)")
+    up.add_argument("--timeout", type=float, default=600, help="seconds to wait for the cluster to settle")
+    up.set_defaults(func=cmd_up)
+    for name, func, text in (("down", cmd_down, "stop every process and remove the state"),
+                             ("env", cmd_env, "print shell exports for the cluster"),
+                             ("status", cmd_status, "show what runs"),
+                             ("build", cmd_build, "build the control-plane binaries only"),
+                             ("models", cmd_models, "list the GPU models of the catalogue")):
+        commands.add_parser(name, help=text).set_defaults(func=func)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ClusterError, fleet_file.FleetError, binaries.BuildError, KubeError) as exc:
+        print(f"simcluster: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("simcluster: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""A simulated kubelet for every fleet node: registration, leases, readiness, pod lifecycle.
+
+Modelled on kwok's stages: pods bound to a node go Pending -> Running/Ready,
+pods with a deletion timestamp are removed, Job pods complete, and a rebooting
+node reports NotReady until it is back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from migrollout import kube
+from migrollout.kube import KubeError
+from simcluster.binaries import KUBERNETES_VERSION
+from simcluster.fleet import NodeSpec
+from simcluster.sim import hardware
+from simcluster.sim.hardware import NodeFaults
+
+if TYPE_CHECKING:
+    from simcluster.sim.simulator import NodeView, Simulator
+
+log = logging.getLogger("simcluster.kubelet")
+
+LEASE_NAMESPACE = "kube-node-lease"
+NODE_NETWORK = ipaddress.ip_network("10.200.0.0/16")
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def condition(node_or_pod: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for item in node_or_pod.get("status", {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return item
+    return None
+
+
+def is_ready(node_or_pod: dict[str, Any]) -> bool:
+    found = condition(node_or_pod, "Ready")
+    return bool(found and found.get("status") == "True")
+
+
+def node_manifest(spec: NodeSpec, index: int, initial_layouts: str | None) -> dict[str, Any]:
+    address = str(NODE_NETWORK.network_address + index + 10)
+    labels = {
+        "kubernetes.io/hostname": spec.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": f"sim-{spec.pool}",
+        "simcluster.dev/pool": spec.pool,
+        **spec.labels,
+    }
+    annotations = {hardware.SIMULATED: "true", **NodeFaults.annotations(spec.faults)}
+    if spec.gpu is not None:
+        # node-feature-discovery's view of the PCI bus: an NVIDIA (vendor 10de) device.
+        labels["feature.node.kubernetes.io/pci-10de.present"] = "true"
+        annotations[hardware.GPU_MODEL] = spec.gpu.key
+        annotations[hardware.GPU_COUNT] = str(spec.gpu_count)
+        if initial_layouts:
+            annotations[hardware.MIG_LAYOUT] = initial_layouts
+        if spec.mig_config:
+            labels["nvidia.com/mig.config"] = spec.mig_config
+    resources = {"cpu": spec.cpu, "memory": spec.memory, "pods": "110", "ephemeral-storage": "1Ti"}
+    now = now_rfc3339()
+    pressure_reasons = {"MemoryPressure": "KubeletHasSufficientMemory", "DiskPressure": "KubeletHasNoDiskPressure",
+                        "PIDPressure": "KubeletHasSufficientPID"}
+    conditions = [
+        {"type": kind, "status": "False", "reason": reason, "lastHeartbeatTime": now, "lastTransitionTime": now}
+        for kind, reason in pressure_reasons.items()
+    ]
+    conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                       "message": "kubelet is posting ready status", "lastHeartbeatTime": now,
+                       "lastTransitionTime": now})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": spec.name, "labels": labels, "annotations": annotations},
+        "spec": {"providerID": f"simcluster://{spec.name}"},
+        "status": {
+            "capacity": resources,
+            "allocatable": dict(resources),
+            "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": spec.name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "kubeletVersion": f"v{KUBERNETES_VERSION}", "kubeProxyVersion": "",
+                "containerRuntimeVersion": "simcluster://1.0", "osImage": "Simulated Linux",
+                "kernelVersion": "6.1.0-sim", "operatingSystem": "linux", "architecture": "amd64",
+                "machineID": f"{index:032x}", "systemUUID": f"{index:032x}", "bootID": f"{index:032x}",
+            },
+        },
+    }
+
+
+def lease_manifest(node: dict[str, Any]) -> dict[str, Any]:
+    name = node["metadata"]["name"]
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": name, "namespace": LEASE_NAMESPACE,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
+                                 "uid": node["metadata"]["uid"]}],
+        },
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()},
+    }
+
+
+def requests_gpu(pod: dict[str, Any]) -> bool:
+    spec = pod.get("spec", {})
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        resources = container.get("resources") or {}
+        for section in ("limits", "requests"):
+            for name in resources.get(section) or {}:
+                if name == "nvidia.com/gpu" or name.startswith("nvidia.com/mig-"):
+                    return True
+    return False
+
+
+def is_job_pod(pod: dict[str, Any]) -> bool:
+    return any(ref.get("kind") == "Job" and ref.get("controller") for ref in
+               pod.get("metadata", {}).get("ownerReferences") or [])
+
+
+class Kubelet:
+    def __init__(self, sim: Simulator):
+        self.sim = sim
+        self.reboot_until: dict[str, float] = {}
+        self.started_at: dict[str, float] = {}  # pod uid -> monotonic time it became Running
+        self.ready_at: dict[str, float] = {}    # pod uid -> monotonic time it became Ready
+        self._ip_counter = 0
+
+    # -- registration and heartbeats -------------------------------------------------------------------------
+
+    def register(self, spec: NodeSpec, index: int, initial_layouts: str | None) -> None:
+        api = self.sim.api
+        manifest = node_manifest(spec, index, initial_layouts)
+        try:
+            node = api.create("/api/v1/nodes", manifest, what=f"register node {spec.name}")
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            node = api.get(kube.node_path(spec.name), what=f"read node {spec.name}")
+        self.sim.nodes.observe(node)
+        try:
+            api.create(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases", lease_manifest(node),
+                       what=f"create lease of node {spec.name}")
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+
+    def renew_leases(self, names: list[str]) -> None:
+        body = {"spec": {"renewTime": now_micro()}}
+        for name in names:
+            if self.rebooting(name):
+                continue
+            try:
+                self.sim.api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{name}", body,
+                                   what=f"renew lease of node {name}")
+            except KubeError as exc:
+                if not exc.not_found:
+                    log.warning("%s", exc.one_line())
+
+    # -- reboots ---------------------------------------------------------------------------------------------
+
+    def reboot(self, name: str, seconds: float) -> None:
+        self.reboot_until[name] = time.monotonic() + seconds
+        self.sim.queue.add(name)
+        self.sim.queue.add_after(name, seconds + 0.05)
+
+    def rebooting(self, name: str) -> bool:
+        until = self.reboot_until.get(name)
+        return until is not None and time.monotonic() < until
+
+    # -- reconcile ---------------------------------------------------------------------------------------------
+
+    def reconcile(self, view: NodeView) -> None:
+        self._readiness(view)
+        if self.rebooting(view.name):
+            return
+        for pod in view.pods:
+            self._pod(view, pod)
+
+    def _readiness(self, view: NodeView) -> None:
+        rebooting = self.rebooting(view.name)
+        if not rebooting and view.name in self.reboot_until:
+            del self.reboot_until[view.name]
+            self.sim.after_reboot(view.name)
+        want_ready = not rebooting
+        if is_ready(view.node) == want_ready:
+            return
+        now = now_rfc3339()
+        ready = {"type": "Ready", "status": "True" if want_ready else "False",
+                 "reason": "KubeletReady" if want_ready else "KubeletNotReady",
+                 "message": "kubelet is posting ready status" if want_ready else "simulated reboot in progress",
+                 "lastHeartbeatTime": now, "lastTransitionTime": now}
+        self.sim.patch_node_status(view.name, {"status": {"conditions": [ready]}})
+
+    def _pod(self, view: NodeView, pod: dict[str, Any]) -> None:
+        meta, status = pod["metadata"], pod.get("status", {})
+        uid = meta["uid"]
+        phase = status.get("phase", "Pending")
+        settings = self.sim.fleet.simulation
+        now = time.monotonic()
+        if meta.get("deletionTimestamp"):
+            if phase in ("Succeeded", "Failed") or not meta.get("finalizers"):
+                grace = min(settings.pod_stop_s, float(meta.get("deletionGracePeriodSeconds") or 0))
+                first_seen = self.started_at.setdefault("deleting-" + uid, now)
+                if now - first_seen < grace:
+                    self.sim.queue.add_after(view.name, grace - (now - first_seen))
+                    return
+                self.sim.delete_pod(pod)
+                self.started_at.pop("deleting-" + uid, None)
+            return
+        if phase == "Pending":
+            first_seen = self.started_at.setdefault("pending-" + uid, now)
+            if now - first_seen < settings.pod_start_s:
+                self.sim.queue.add_after(view.name, settings.pod_start_s - (now - first_seen))
+                return
+            self.started_at.pop("pending-" + uid, None)
+            self._start(view, pod)
+            return
+        if phase == "Running" and is_job_pod(pod):
+            run_for = float(meta.get("annotations", {}).get(hardware.RUN_SECONDS, "1"))
+            started = self.started_at.setdefault(uid, now)
+            if now - started < run_for:
+                self.sim.queue.add_after(view.name, run_for - (now - started))
+                return
+            self._complete(pod)
+
+    def _next_ip(self) -> str:
+        self._ip_counter += 1
+        return str(ipaddress.ip_address("10.244.0.0") + self._ip_counter)
+
+    def _start(self, view: NodeView, pod: dict[str, Any]) -> None:
+        now = now_rfc3339()
+        spec = pod.get("spec", {})
+        node_ip = next((a["address"] for a in view.node.get("status", {}).get("addresses", [])
+                        if a.get("type") == "InternalIP"), "10.200.0.1")
+        pod_ip = node_ip if spec.get("hostNetwork") else self._next_ip()
+        containers = [
+            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True, "restartCount": 0,
+             "started": True, "containerID": f"sim://{pod['metadata']['uid']}-{c['name']}",
+             "state": {"running": {"startedAt": now}}}
+            for c in spec.get("containers") or []
+        ]
+        init = [
+            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True, "restartCount": 0,
+             "started": False, "containerID": f"sim://{pod['metadata']['uid']}-{c['name']}",
+             "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}}}
+            for c in spec.get("initContainers") or []
+        ]
+        conditions = [{"type": kind, "status": "True", "lastTransitionTime": now} for kind in
+                      ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
+        body = {"status": {
+            "phase": "Running", "conditions": conditions, "hostIP": node_ip, "hostIPs": [{"ip": node_ip}],
+            "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "startTime": now, "containerStatuses": containers,
+            "initContainerStatuses": init,
+        }}
+        if self.sim.patch_pod_status(pod, body):
+            uid = pod["metadata"]["uid"]
+            self.started_at[uid] = self.ready_at[uid] = time.monotonic()
+
+    def _complete(self, pod: dict[str, Any]) -> None:
+        now = now_rfc3339()
+        containers = [
+            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False, "restartCount": 0,
+             "started": False, "state": {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now}}}
+            for c in pod.get("spec", {}).get("containers") or []
+        ]
+        conditions = [{"type": kind, "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}
+                      for kind in ("Ready", "ContainersReady")]
+        self.sim.patch_pod_status(pod, {"status": {"phase": "Succeeded", "conditions": conditions,
+                                                   "containerStatuses": containers}})
+
+    def forget_pod(self, uid: str) -> None:
+        for key in (uid, "pending-" + uid, "deleting-" + uid):
+            self.started_at.pop(key, None)
+        self.ready_at.pop(uid, None)

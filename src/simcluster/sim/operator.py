@@ -1,0 +1,258 @@
+"""The NVIDIA GPU Operator's controller, simulated: operand DaemonSets, node labels, status.
+
+Only what the cluster can observe is reproduced: the operator reads one
+ClusterPolicy, runs its operands as DaemonSets gated by ``nvidia.com/gpu.deploy.*``
+node labels, labels GPU nodes, publishes ``default-mig-parted-config``, and
+reports ``status.state``. The operand pods are scheduled by the real scheduler
+and DaemonSet controller onto the simulated kubelets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from migrollout import clusterpolicy, labels
+from migrollout.default_config import DEFAULT_CONFIGMAP_NAME, default_config_yaml
+from migrollout.kube import KubeError
+from simcluster.sim.kubelet import now_rfc3339
+
+if TYPE_CHECKING:
+    from simcluster.sim.simulator import NodeView, Simulator
+
+log = logging.getLogger("simcluster.operator")
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+OPERATOR_NAME = "gpu-operator"
+DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+@dataclass(frozen=True)
+class Operand:
+    name: str
+    app: str
+    deploy_label: str
+    spec_key: str
+    default_image: str
+    publishes_strategy: bool = False
+
+
+OPERANDS = (
+    Operand("nvidia-device-plugin-daemonset", labels.APP_DEVICE_PLUGIN, "device-plugin", "devicePlugin",
+            "nvcr.io/nvidia/k8s-device-plugin:v0.18.1", publishes_strategy=True),
+    Operand("gpu-feature-discovery", labels.APP_GFD, "gpu-feature-discovery", "gfd",
+            "nvcr.io/nvidia/k8s-device-plugin:v0.18.1", publishes_strategy=True),
+    Operand("nvidia-mig-manager", labels.APP_MIG_MANAGER, "mig-manager", "migManager",
+            "nvcr.io/nvidia/cloud-native/k8s-mig-manager:v0.15.0"),
+    Operand("nvidia-dcgm-exporter", labels.APP_DCGM_EXPORTER, "dcgm-exporter", "dcgmExporter",
+            "nvcr.io/nvidia/k8s/dcgm-exporter:4.4.1-4.6.0-ubuntu22.04"),
+)
+
+
+def _spec(policy: dict[str, Any], *path: str, default: Any = None) -> Any:
+    value: Any = policy.get("spec") or {}
+    for part in path:
+        if not isinstance(value, dict):
+            return default
+        value = value.get(part)
+    return default if value is None else value
+
+
+def operand_enabled(policy: dict[str, Any], operand: Operand) -> bool:
+    return bool(_spec(policy, operand.spec_key, "enabled", default=True))
+
+
+def _image(policy: dict[str, Any], operand: Operand) -> str:
+    repository = _spec(policy, operand.spec_key, "repository")
+    image = _spec(policy, operand.spec_key, "image")
+    version = _spec(policy, operand.spec_key, "version")
+    if repository and image and version:
+        return f"{repository}/{image}:{version}"
+    return operand.default_image
+
+
+def daemonset_manifest(policy: dict[str, Any], operand: Operand, namespace: str) -> dict[str, Any]:
+    env = [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    if operand.publishes_strategy:
+        env.append({"name": "MIG_STRATEGY", "value": clusterpolicy.strategy(policy)})
+    if operand.spec_key == "migManager":
+        config_name = clusterpolicy.custom_config_name(policy)
+        env.append({"name": "CONFIG_FILE", "value": "/mig-parted-config/config.yaml" if config_name else ""})
+        env.append({"name": "DEFAULT_CONFIG_FILE", "value": "/mig-parted-default-config/config.yaml"})
+        for name, value in clusterpolicy.mig_manager_env(policy).items():
+            env.append({"name": name, "value": value})
+    for item in _spec(policy, operand.spec_key, "env", default=[]) if operand.spec_key != "migManager" else []:
+        env.append({"name": item.get("name", ""), "value": str(item.get("value", ""))})
+    update = {"type": _spec(policy, "daemonsets", "updateStrategy", default="RollingUpdate")}
+    if update["type"] == "RollingUpdate":
+        max_unavailable = _spec(policy, "daemonsets", "rollingUpdate", "maxUnavailable", default="1")
+        # The chart passes "1" as a string; the operator turns digits into a count, keeps "25%" a percentage.
+        if isinstance(max_unavailable, str) and max_unavailable.isdigit():
+            max_unavailable = int(max_unavailable)
+        update["rollingUpdate"] = {"maxUnavailable": max_unavailable}
+    metadata = policy["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": operand.name, "namespace": namespace,
+            "labels": {"app": operand.app, MANAGED_BY: OPERATOR_NAME},
+            "ownerReferences": [{"apiVersion": clusterpolicy.GROUP_VERSION, "kind": "ClusterPolicy",
+                                 "name": metadata["name"], "uid": metadata["uid"], "controller": True,
+                                 "blockOwnerDeletion": True}],
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": operand.app}},
+            "updateStrategy": update,
+            "template": {
+                "metadata": {"labels": {"app": operand.app, "app.kubernetes.io/part-of": "nvidia-gpu"}},
+                "spec": {
+                    "nodeSelector": {labels.DEPLOY_PREFIX + operand.deploy_label: "true"},
+                    "tolerations": _spec(policy, "daemonsets", "tolerations", default=DEFAULT_TOLERATIONS),
+                    "priorityClassName": _spec(policy, "daemonsets", "priorityClassName",
+                                               default="system-node-critical"),
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{"name": operand.app, "image": _image(policy, operand), "env": env}],
+                },
+            },
+        },
+    }
+
+
+def daemonset_ready(ds: dict[str, Any]) -> bool:
+    status = ds.get("status") or {}
+    desired = status.get("desiredNumberScheduled", -1)
+    return (
+        status.get("observedGeneration", 0) >= ds["metadata"].get("generation", 0)
+        and desired == status.get("numberReady", -2) == status.get("updatedNumberScheduled", -3)
+        and status.get("numberUnavailable", 0) == 0
+    )
+
+
+def mig_capable(node_labels: dict[str, str]) -> bool:
+    if node_labels.get(labels.MIG_CAPABLE) == "true":
+        return True
+    # The operator's fallback when GFD has not labelled the node yet.
+    product = node_labels.get(labels.GPU_PRODUCT, "").lower()
+    return any(name in product for name in ("a100", "a30", "h100"))
+
+
+class OperatorSim:
+    def __init__(self, sim: Simulator):
+        self.sim = sim
+        self.applied: dict[str, tuple[str, int]] = {}  # DaemonSet name -> (policy uid, generation) applied
+
+    def policy(self) -> dict[str, Any] | None:
+        policies = self.sim.policies.items()
+        return sorted(policies, key=lambda p: p["metadata"]["creationTimestamp"])[0] if policies else None
+
+    # -- cluster-wide ----------------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        policy = self.policy()
+        if policy is None or policy["metadata"].get("deletionTimestamp"):
+            self.applied.clear()
+            return
+        namespace = clusterpolicy.namespace(policy, self.sim.fleet.simulation.operator_namespace)
+        self._ensure_namespace(namespace)
+        self._ensure_default_config(namespace, policy)
+        key = (policy["metadata"]["uid"], policy["metadata"].get("generation", 0))
+        ready = True
+        for operand in OPERANDS:
+            path = f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{operand.name}"
+            current = self.sim.daemonsets.get(f"{namespace}/{operand.name}")
+            if not operand_enabled(policy, operand):
+                if current is not None:
+                    self._delete(path, f"delete DaemonSet {operand.name}")
+                continue
+            if current is None or self.applied.get(operand.name) != key:
+                result = self.sim.api.apply(path, daemonset_manifest(policy, operand, namespace),
+                                            field_manager=OPERATOR_NAME, what=f"apply DaemonSet {operand.name}")
+                self.sim.daemonsets.observe(result)
+                self.applied[operand.name] = key
+                current = result
+            ready = ready and daemonset_ready(current)
+        self._report(policy, namespace, ready)
+        if not ready:
+            self.sim.queue.add_after(self.sim.OPERATOR_KEY, 1.0)
+
+    def _ensure_namespace(self, namespace: str) -> None:
+        if namespace in self.sim.known_namespaces:
+            return
+        try:
+            self.sim.api.create("/api/v1/namespaces", {"metadata": {"name": namespace}},
+                                what=f"create namespace {namespace}")
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        self.sim.known_namespaces.add(namespace)
+
+    def _ensure_default_config(self, namespace: str, policy: dict[str, Any]) -> None:
+        data = {"config.yaml": default_config_yaml()}
+        if self.sim.default_config_written.get(namespace) == data["config.yaml"]:
+            return
+        path = f"/api/v1/namespaces/{namespace}/configmaps/{DEFAULT_CONFIGMAP_NAME}"
+        manifest = {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": DEFAULT_CONFIGMAP_NAME, "namespace": namespace,
+                         "labels": {MANAGED_BY: OPERATOR_NAME},
+                         "ownerReferences": [{"apiVersion": clusterpolicy.GROUP_VERSION, "kind": "ClusterPolicy",
+                                              "name": policy["metadata"]["name"],
+                                              "uid": policy["metadata"]["uid"], "controller": True}]},
+            "data": data,
+        }
+        self.sim.api.apply(path, manifest, field_manager=OPERATOR_NAME, what="apply default-mig-parted-config")
+        self.sim.default_config_written[namespace] = data["config.yaml"]
+
+    def _delete(self, path: str, what: str) -> None:
+        try:
+            self.sim.api.delete(path, what=what)
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
+    def _report(self, policy: dict[str, Any], namespace: str, ready: bool) -> None:
+        state = "ready" if ready else "notReady"
+        status = policy.get("status") or {}
+        if status.get("state") == state and status.get("namespace") == namespace:
+            return
+        body = {"status": {
+            "state": state, "namespace": namespace,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                            "reason": "Reconciled" if ready else "OperandNotReady",
+                            "message": "" if ready else "ClusterPolicy is not ready, operands are being deployed",
+                            "lastTransitionTime": now_rfc3339()}],
+        }}
+        try:
+            result = self.sim.api.patch(clusterpolicy.path(policy["metadata"]["name"]) + "/status", body,
+                                        what="update ClusterPolicy status")
+            self.sim.policies.observe(result)
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
+    # -- per node --------------------------------------------------------------------------------------------
+
+    def label_node(self, view: NodeView) -> dict[str, str | None]:
+        """Labels the operator would add to this node (it never overwrites a non-empty value)."""
+        policy = self.policy()
+        node_labels = view.labels
+        if policy is None or not any(node_labels.get(key) == "true" for key in labels.NFD_NVIDIA_PCI):
+            return {}
+        if node_labels.get(labels.DEPLOY_PREFIX + "operands") == "false":
+            return {}
+        wanted: dict[str, str | None] = {}
+        if node_labels.get(labels.GPU_PRESENT) != "true":
+            wanted[labels.GPU_PRESENT] = "true"
+        for operand in labels.OPERATOR_OPERANDS:
+            if not node_labels.get(labels.DEPLOY_PREFIX + operand):
+                wanted[labels.DEPLOY_PREFIX + operand] = "true"
+        capable = mig_capable(node_labels)
+        if capable and clusterpolicy.mig_manager_enabled(policy):
+            if not node_labels.get(labels.DEPLOY_MIG_MANAGER):
+                wanted[labels.DEPLOY_MIG_MANAGER] = "true"
+            if not node_labels.get(labels.MIG_CONFIG) and clusterpolicy.default_mig_config(policy) == "all-disabled":
+                wanted[labels.MIG_CONFIG] = "all-disabled"
+        return wanted
+
