@@ -181,6 +181,8 @@ class KubeClient:
             return response
         if not response.data:
             return {}
+        if not response.headers.get("Content-Type", "").startswith(JSON):
+            return response.data.decode(errors="replace")
         return json.loads(response.data)
 
     # -- verbs ----------------------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def layout_problems(layout: GpuLayout, model: GpuModel) -> list[str]:
     if not problems and (compute > model.compute_slices or memory > model.memory_slices):
         problems.append(
             f"{format_devices(layout.devices)} needs {compute} compute and {memory} memory slices; "
-            f"a {model.key} GPU has {model.compute_slices} and {model.memory_slices}"
+            f"one {model.key} GPU has {model.compute_slices} and {model.memory_slices}"
         )
     media = sum(count for name, count in layout.devices.items() if "+me" in name)
     if media > 1:

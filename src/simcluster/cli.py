@@ -38,9 +38,8 @@ def _client(state: ClusterState) -> KubeClient:
 
 def _api_ready(state: ClusterState) -> bool:
     try:
-        _client(state).get("/readyz")
-        return True
-    except (KubeError, ValueError):
+        return _client(state).request("GET", "/readyz", timeout=5) == "ok"
+    except KubeError:
         return False
 
 

@@ -10,7 +10,9 @@ Example (every field but ``pools[].name`` and ``pools[].count`` is optional)::
         count: 2
         gpu: A100-SXM4-80GB     # catalogue model (``simcluster models`` lists them); omit for CPU nodes
         gpus_per_node: 8
-        mig_config: all-1g.10gb # initial MIG config (already applied); default: MIG disabled
+        mig_config: all-1g.10gb # initial MIG config (already applied, node labelled); default: MIG disabled
+        # mig_devices: {3g.40gb: 2}  # or: GPUs partitioned outside Kubernetes, per GPU, no label
+        #                          (the operator then labels the node all-disabled, as on a real cluster)
         cpu: "96"
         memory: 1Ti
         labels: {pool: training}
@@ -36,7 +38,7 @@ import yaml
 from migrollout import catalogue
 from migrollout.catalogue import GpuModel
 from migrollout.default_config import build_default_config
-from migrollout.migconfig import fit_problems, parse_config
+from migrollout.migconfig import GpuLayout, fit_problems, layout_problems, parse_config
 
 DEFAULT_FLEET = Path(__file__).parent / "fleets" / "default.yaml"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -79,6 +81,7 @@ class NodeSpec:
     gpu: GpuModel | None
     gpu_count: int
     mig_config: str | None
+    mig_devices: dict[str, int] | None
     cpu: str
     memory: str
     labels: dict[str, str]
@@ -92,6 +95,7 @@ class Pool:
     gpu: GpuModel | None = None
     gpus_per_node: int = 8
     mig_config: str | None = None
+    mig_devices: dict[str, int] | None = None
     cpu: str = "64"
     memory: str = "512Gi"
     labels: dict[str, str] = field(default_factory=dict)
@@ -106,6 +110,7 @@ class Pool:
                 gpu=self.gpu,
                 gpu_count=self.gpus_per_node if self.gpu else 0,
                 mig_config=self.mig_config,
+                mig_devices=self.mig_devices,
                 cpu=self.cpu,
                 memory=self.memory,
                 labels=dict(self.labels),
@@ -271,6 +276,9 @@ def _validate(data: Any, source: str, text: str) -> Fleet:
             problems = fit_problems(default_configs, str(mig_config), gpu, gpus)
             if problems:
                 raise check.fail([*path, "mig_config"], f"{mig_config}: {'; '.join(problems)}")
+        mig_devices = item.get("mig_devices")
+        if mig_devices is not None:
+            mig_devices = _validate_devices(check, [*path, "mig_devices"], mig_devices, gpu, mig_config)
         labels = check.mapping(item.get("labels"), [*path, "labels"], set(map(str, (item.get("labels") or {}))))
         for key, value in labels.items():
             if not _LABEL_KEY.match(str(key)) or not _LABEL_VALUE.match(str(value)) or len(str(value)) > 63:
@@ -284,13 +292,28 @@ def _validate(data: Any, source: str, text: str) -> Fleet:
             body = check.mapping(override, [*path, "nodes", node_index], {"faults"})
             node_faults[node_index] = check.faults(body.get("faults"), [*path, "nodes", node_index, "faults"])
         pools.append(Pool(
-            name=name, count=count, gpu=gpu, gpus_per_node=gpus, mig_config=mig_config,
+            name=name, count=count, gpu=gpu, gpus_per_node=gpus, mig_config=mig_config, mig_devices=mig_devices,
             cpu=check.quantity(item.get("cpu", "64"), [*path, "cpu"]),
             memory=check.quantity(item.get("memory", "512Gi"), [*path, "memory"]),
             labels={str(k): str(v) for k, v in labels.items()},
             faults=Faults().merged(faults), node_faults=node_faults,
         ))
     return Fleet(tuple(pools), Simulation(**sim_values), source)
+
+
+def _validate_devices(check: _Validator, path: list[str | int], value: Any, gpu: GpuModel | None,
+                      mig_config: Any) -> dict[str, int]:
+    if mig_config is not None:
+        raise check.fail(path, "give either mig_config or mig_devices, not both")
+    if gpu is None or not gpu.mig_capable:
+        raise check.fail(path, "only pools of MIG-capable GPUs take mig_devices")
+    devices = check.mapping(value, path, set(map(str, value or {})))
+    for profile, count in devices.items():
+        check.integer(count, [*path, profile], 1, 64)
+    problems = layout_problems(GpuLayout(True, dict(devices)), gpu)
+    if problems:
+        raise check.fail([*path, next(iter(devices), "")], "; ".join(problems))
+    return {str(k): int(v) for k, v in devices.items()}
 
 
 def load(path: str | Path | None = None) -> Fleet:

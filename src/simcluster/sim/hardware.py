@@ -98,6 +98,8 @@ def initial_layouts(spec: Any) -> list[GpuLayout]:
     """The GPU layout a fleet node boots with: its pool's ``mig_config`` already applied, else MIG off."""
     if spec.gpu is None:
         return []
+    if spec.mig_devices:
+        return [GpuLayout(True, dict(spec.mig_devices))] * spec.gpu_count
     if not spec.mig_config:
         return [DISABLED] * spec.gpu_count
     resolved = resolve(parse_config(build_default_config()), spec.mig_config, spec.gpu, spec.gpu_count)

@@ -1,0 +1,51 @@
+# Entry points. `make demo` runs the main job on the local simulated cluster;
+# `make test` runs every check and test. Both install what they need first:
+# the Python virtualenv (.venv) and the Go-built control-plane binaries (cached
+# in ~/.cache/simcluster, built once).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+# Pytest and Molecule need the binaries' directory; simcluster prints it.
+PYTEST_FLAGS ?=
+
+.PHONY: venv binaries demo test lint unit integration molecule bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+binaries: venv
+	$(BIN)/simcluster build
+
+demo: binaries
+	scripts/demo.sh
+
+test: binaries
+	$(MAKE) lint
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) molecule
+
+lint: venv
+	scripts/lint.sh
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_FLAGS)
+
+integration: binaries
+	$(BIN)/pytest tests/integration $(PYTEST_FLAGS)
+
+molecule: binaries
+	scripts/molecule.sh
+
+bench: binaries
+	scripts/bench.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
