@@ -34,12 +34,18 @@ FIELD_MANAGER = "nvidia-mig-rollout"
 class KubeError(Exception):
     """An API call that failed: HTTP status (0 when the server was not reached), reason and message."""
 
-    def __init__(self, status: int, reason: str, message: str, what: str = ""):
+    def __init__(self, status: int, reason: str, message: str, what: str = "",
+                 details: dict[str, Any] | None = None):
         self.status = status
         self.reason = reason
         self.message = message
         self.what = what
+        self.details = details or {}
         super().__init__(self.one_line())
+
+    def causes(self, kind: str) -> list[str]:
+        """Messages of the Status causes of one type (e.g. "DisruptionBudget")."""
+        return [c.get("message", "") for c in self.details.get("causes") or [] if c.get("type") == kind]
 
     def one_line(self) -> str:
         where = f"{self.what}: " if self.what else ""
@@ -68,13 +74,15 @@ def _error_from_response(response: Any, what: str) -> KubeError:
     """A failed API response as a KubeError, with the server's Status reason and message when it sent one."""
     reason = response.reason or ""
     raw = response.data or b""
+    details: dict[str, Any] = {}
     try:
         body = json.loads(raw)
         message = body.get("message", "")
         reason = body.get("reason") or reason
+        details = body.get("details") or {}
     except (ValueError, TypeError, AttributeError):
         message = raw.decode(errors="replace")[:300]
-    return KubeError(response.status, reason, message, what)
+    return KubeError(response.status, reason, message, what, details)
 
 
 @dataclass(frozen=True)

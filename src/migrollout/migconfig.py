@@ -207,8 +207,13 @@ def fit_problems(config: MigPartedConfig, name: str, model: GpuModel, gpu_count:
     """Why config ``name`` cannot be applied to ``gpu_count`` GPUs of ``model`` (empty when it can)."""
     if name not in config:
         return [f"MIG config {name} is not defined"]
+    resolved = resolve(config, name, model, gpu_count)
+    if gpu_count and all(layout is None for layout in resolved):
+        filters = sorted({f for entry in config.entries(name) for f in entry.device_filter})
+        hint = f" (its device-filter: {', '.join(filters)}; this GPU: {model.device_filter})" if filters else ""
+        return [f"MIG config {name} selects none of the {model.key} GPUs{hint}"]
     gpus_by_problem: dict[str, list[int]] = {}
-    for index, layout in enumerate(resolve(config, name, model, gpu_count)):
+    for index, layout in enumerate(resolved):
         if layout is not None:
             for problem in layout_problems(layout, model):
                 gpus_by_problem.setdefault(problem, []).append(index)
@@ -219,6 +224,16 @@ def _gpu_list(indices: list[int], gpu_count: int) -> str:
     if len(indices) == gpu_count and gpu_count > 1:
         return f"all {gpu_count} GPUs"
     return ("GPU " if len(indices) == 1 else "GPUs ") + ",".join(map(str, indices))
+
+
+def devices_per_gpu(config: MigPartedConfig, name: str, model: GpuModel) -> int | None:
+    """MIG devices config ``name`` puts on one GPU of ``model`` (None if unknown or MIG off)."""
+    if name not in config:
+        return None
+    layout = resolve(config, name, model, 1)[0]
+    if layout is None or not layout.mig_enabled:
+        return None
+    return sum(layout.devices.values())
 
 
 def apply_layouts(current: list[GpuLayout], desired: list[GpuLayout | None]) -> list[GpuLayout]:

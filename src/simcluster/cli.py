@@ -18,7 +18,14 @@ from migrollout import catalogue, clusterpolicy, labels
 from migrollout.kube import Connection, KubeClient, KubeError
 from simcluster import binaries
 from simcluster import fleet as fleet_file
-from simcluster.controlplane import ClusterError, ClusterState, ControlPlane, free_port, pid_alive, port_in_use
+from simcluster.controlplane import (
+    ClusterError,
+    ClusterState,
+    ControlPlane,
+    free_port,
+    pid_alive,
+    port_in_use,
+)
 
 DEFAULT_PORT = 6443
 

@@ -1,0 +1,34 @@
+# Connection options shared by every module of this toolkit (one source: migrollout.ansible_glue.CONNECTION_SPEC).
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  kubeconfig:
+    description:
+      - Path to a kubeconfig file.
+      - Defaults to E(KUBECONFIG), then C(~/.kube/config); inside a pod, the service account is used.
+    type: path
+  context:
+    description: The kubeconfig context to use (default, the current context).
+    type: str
+  host:
+    description: The API server URL, overriding the kubeconfig's.
+    type: str
+  api_key:
+    description: A bearer token, overriding the kubeconfig's credentials.
+    type: str
+  validate_certs:
+    description: Whether to verify the API server's TLS certificate.
+    type: bool
+    aliases: [verify_ssl]
+  ca_cert:
+    description: Path to the CA certificate that signed the API server's certificate.
+    type: path
+    aliases: [ssl_ca_cert]
+notes:
+  - Runs on the control host (a local connection); there the toolkit's action plugin runs it in-process,
+    which saves starting Python and loading the Kubernetes client for every task.
+  - Needs the C(nvidia-mig-rollout) Python package (this repository, C(pip install -e .)) in the interpreter.
+  - A Kubernetes API error fails the task with one sentence naming the object, the HTTP status and the reason.
+"""

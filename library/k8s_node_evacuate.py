@@ -1,0 +1,159 @@
+#!/usr/bin/python
+# Thin adapter: the logic lives in migrollout.tasks.evacuate and migrollout.evacuation.
+
+DOCUMENTATION = r"""
+module: k8s_node_evacuate
+short_description: Move a node's GPU workloads off it and wait until they are gone
+description:
+  - Selects pods on one node, evicts them through the Eviction API (so PodDisruptionBudgets are honoured)
+    and waits until every one of them is gone, matched by UID, so a same-name replacement is not
+    mistaken for the old pod.
+  - Selection, with O(gpu_only=true) (the default), is pods whose containers or init containers request
+    C(nvidia.com/gpu) or any C(nvidia.com/mig-*) resource, or that use a runtime class in
+    O(gpu_runtime_classes); O(pod_selector) narrows it further.
+  - Then kubectl drain's filters, in kubectl's order and with its semantics. Pods already terminating are
+    waited for. DaemonSet pods (by controller reference) are skipped with O(ignore_daemonsets), else
+    refused; pods of a DaemonSet that no longer exists are refused unless O(force). Mirror pods are
+    skipped. Pods with emptyDir volumes are refused unless O(delete_emptydir_data). Pods without a
+    controller are refused unless O(force). Finished pods are deleted.
+  - A refused pod fails the task before any pod is evicted.
+  - Up to O(max_parallel) evictions run at once. An eviction refused with HTTP 429 (a PodDisruptionBudget
+    allows no disruption now) is retried with backoff until O(timeout). GPU pods that land on the node
+    while it is being evacuated are handled too.
+  - A timeout fails the task, listing the pods still there and naming the PodDisruptionBudgets that
+    blocked them.
+  - The module does not cordon or taint the node; use M(k8s_node_taint) first so nothing new lands there.
+options:
+  name:
+    description: Node name.
+    type: str
+    required: true
+  gpu_only:
+    description: Select only GPU workloads. V(false) selects every pod on the node (then the filters apply).
+    type: bool
+    default: true
+  gpu_runtime_classes:
+    description: Runtime classes whose pods count as GPU workloads even without a GPU resource request.
+    type: list
+    elements: str
+    default: [nvidia]
+  pod_selector:
+    description: A label selector (C(app=train,tier!=web)) that narrows the selection.
+    type: str
+  ignore_daemonsets:
+    description: Skip DaemonSet pods instead of refusing them.
+    type: bool
+    default: true
+  delete_emptydir_data:
+    description: Evict pods with emptyDir volumes (their data is lost).
+    type: bool
+    default: false
+  force:
+    description: Evict pods no controller manages (they are not recreated) and pods of deleted DaemonSets.
+    type: bool
+    default: false
+  disable_eviction:
+    description: Delete pods instead of evicting them, bypassing PodDisruptionBudgets.
+    type: bool
+    default: false
+  grace_period:
+    description: Termination grace period in seconds; V(-1) uses each pod's own, V(0) stops pods at once.
+    type: int
+    default: -1
+  timeout:
+    description: Seconds to wait, overall, for every selected pod to be gone.
+    type: int
+    default: 600
+  max_parallel:
+    description: How many evictions run at the same time.
+    type: int
+    default: 10
+  require_gpu:
+    description: Refuse, before evicting anything, a node without an NVIDIA GPU.
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - kube_connection
+attributes:
+  check_mode:
+    support: full
+    description: Lists the pods that would leave, and asks the server (dry run) whether each eviction would be
+      allowed now, naming the PodDisruptionBudgets that would block.
+  diff_mode:
+    support: none
+author: NVIDIA MIG rollout toolkit maintainers
+"""
+
+EXAMPLES = r"""
+- name: Move GPU jobs off the node, honouring their disruption budgets
+  k8s_node_evacuate:
+    name: gpu-node-17
+    timeout: 900
+
+- name: Evacuate only the training pods, deleting their scratch space
+  k8s_node_evacuate:
+    name: gpu-node-17
+    pod_selector: app=train
+    delete_emptydir_data: true
+
+- name: What would leave, and would any budget block it?
+  k8s_node_evacuate:
+    name: gpu-node-17
+  check_mode: true
+  register: plan
+"""
+
+RETURN = r"""
+name:
+  description: The node.
+  returned: always
+  type: str
+evicted:
+  description: Pods that are gone, with how they left (evict, delete, or wait for one already terminating)
+    and when, in seconds from the start.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{namespace: ml, name: train-7d9f-abcde, uid: 0c1e..., method: evict, seconds: 1.42}]
+would_evict:
+  description: In check mode, the pods that would leave.
+  returned: check mode
+  type: list
+  elements: dict
+skipped:
+  description: Selected pods that stay, with the reason (DaemonSet-managed, mirror pod).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{namespace: gpu-operator, name: nvidia-dcgm-exporter-x7k2p, uid: 9a1f..., reason: DaemonSet-managed}]
+pending:
+  description: Pods still on the node when the task gave up, with the budget that blocked each, if any.
+  returned: always
+  type: list
+  elements: dict
+refused:
+  description: Pods the filters refused to evict, with the reason.
+  returned: failure
+  type: list
+  elements: dict
+blocking_pdbs:
+  description: PodDisruptionBudgets (namespace/name) that refused an eviction.
+  returned: always
+  type: list
+  elements: str
+  sample: [ml/train-pdb]
+duration_s:
+  description: Seconds the evacuation took.
+  returned: always
+  type: float
+"""
+
+from ansible.module_utils.migrollout_loader import run_task
+
+
+def main():
+    run_task("migrollout.tasks.evacuate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Evacuating a node: evict the chosen pods in parallel and wait, by UID, until they are gone.
+
+* Evictions go through the Eviction API so PodDisruptionBudgets are honoured; a 429
+  (budget exhausted) is retried with backoff until the deadline, and the budget is
+  remembered by name so a timeout can say who blocked it.
+* Each eviction carries the pod's UID as a precondition: a same-name replacement
+  (StatefulSet) is never evicted by mistake, and counts as the old pod being gone.
+* One watch on the node's pods, opened before the first eviction, sees each
+  deletion; GPU pods that land on the node meanwhile are judged and evacuated too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrollout import kube
+from migrollout.evacuation.selection import (
+    DELETE,
+    EVICT,
+    REFUSE,
+    SKIP,
+    WAIT,
+    Decision,
+    Options,
+    plan,
+    selected,
+)
+from migrollout.kube import KubeClient, KubeError
+
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 5.0
+
+
+@dataclass
+class EvacuationResult:
+    evicted: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    blocking_pdbs: list[str] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "evicted": self.evicted, "skipped": self.skipped, "pending": self.pending,
+            "blocking_pdbs": sorted(set(self.blocking_pdbs)), "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _pdb_from_causes(error: KubeError) -> str | None:
+    for message in error.causes("DisruptionBudget"):
+        # "The disruption budget <name> needs 3 healthy pods and has 3 currently"
+        words = message.split()
+        if len(words) > 3 and words[:3] == ["The", "disruption", "budget"]:
+            return words[3]
+    text = error.message
+    marker = "The disruption budget "
+    if marker in text:
+        return text.split(marker, 1)[1].split()[0]
+    return None
+
+
+class Evacuator:
+    def __init__(self, api: KubeClient, node: str, options: Options, pod_selector: str | None = None,
+                 timeout: float = 600, max_parallel: int = 10, grace_period: int = -1,
+                 disable_eviction: bool = False):
+        self.api = api
+        self.node = node
+        self.options = options
+        self.pod_selector = pod_selector or None
+        self.timeout = timeout
+        self.max_parallel = max(1, max_parallel)
+        self.grace_period = grace_period
+        self.disable_eviction = disable_eviction
+        self._daemonsets: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Condition()
+        self._gone: dict[str, float] = {}
+        self._pdb_of: dict[str, str] = {}
+        self._fatal: KubeError | None = None
+
+    # -- planning ------------------------------------------------------------------------------------------------
+
+    def list_pods(self) -> tuple[list[dict[str, Any]], str]:
+        return self.api.list(kube.pods_path(), what=f"list pods on node {self.node}",
+                             field_selector=f"spec.nodeName={self.node}", label_selector=self.pod_selector)
+
+    def _daemonset_exists(self, namespace: str, name: str) -> bool:
+        key = (namespace, name)
+        if key not in self._daemonsets:
+            found = self.api.get_or_none(kube.namespaced_path("apps/v1", "daemonsets", namespace, name),
+                                         what=f"read DaemonSet {namespace}/{name}")
+            self._daemonsets[key] = found is not None
+        return self._daemonsets[key]
+
+    def plan(self, pods: list[dict[str, Any]]) -> list[Decision]:
+        return plan(pods, self.options, self._daemonset_exists)
+
+    # -- one pod -------------------------------------------------------------------------------------------------
+
+    def _delete_options(self, uid: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"preconditions": {"uid": uid}}
+        if self.grace_period >= 0:
+            options["gracePeriodSeconds"] = self.grace_period
+        return options
+
+    def _remove_once(self, decision: Decision, dry_run: bool) -> None:
+        meta = decision.pod["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        what = f"evict pod {namespace}/{name}"
+        dry = "All" if dry_run else None
+        if decision.action == DELETE or self.disable_eviction:
+            self.api.delete(kube.pod_path(namespace, name), what=f"delete pod {namespace}/{name}",
+                            body=self._delete_options(uid), dryRun=dry)
+            return
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace},
+                "deleteOptions": self._delete_options(uid)}
+        try:
+            self.api.create(kube.pod_path(namespace, name) + "/eviction", body, what=what, dryRun=dry)
+        except KubeError as exc:
+            if exc.status == 403 and "terminat" in exc.message:
+                # The namespace is being deleted: evictions are refused, deleting is what remains.
+                self.api.delete(kube.pod_path(namespace, name), what=f"delete pod {namespace}/{name}",
+                                body=self._delete_options(uid), dryRun=dry)
+                return
+            raise
+
+    def _remove(self, decision: Decision, deadline: float) -> None:
+        uid = decision.pod["metadata"]["uid"]
+        delay = BACKOFF_FIRST_S
+        while True:
+            with self._lock:
+                if uid in self._gone or self._fatal is not None:
+                    return
+            try:
+                self._remove_once(decision, dry_run=False)
+                return
+            except KubeError as exc:
+                if exc.not_found or exc.conflict:  # gone already, or replaced by a pod with another UID
+                    self._mark_gone(uid)
+                    return
+                if not exc.too_many_requests:
+                    with self._lock:
+                        self._fatal = self._fatal or exc
+                        self._lock.notify_all()
+                    return
+                pdb = _pdb_from_causes(exc)
+                if pdb:
+                    with self._lock:
+                        self._pdb_of[uid] = f"{decision.pod['metadata']['namespace']}/{pdb}"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, delay * random.uniform(0.8, 1.2)))
+            delay = min(delay * 1.5, BACKOFF_MAX_S)
+
+    def _mark_gone(self, uid: str) -> None:
+        with self._lock:
+            self._gone.setdefault(uid, time.monotonic())
+            self._lock.notify_all()
+
+    # -- the whole evacuation ------------------------------------------------------------------------------------
+
+    def check(self) -> EvacuationResult:
+        """Check mode: what would leave, and which budgets would block it right now (server dry run)."""
+        started = time.monotonic()
+        pods, _ = self.list_pods()
+        result = EvacuationResult()
+        for decision in self.plan(pods):
+            self._record_static(decision, result)
+            if decision.action not in (EVICT, DELETE):
+                continue
+            try:
+                self._remove_once(decision, dry_run=True)
+                result.evicted.append({**decision.describe(), "method": self._method(decision)})
+            except KubeError as exc:
+                if exc.not_found:
+                    continue
+                if not exc.too_many_requests:
+                    raise
+                pdb = _pdb_from_causes(exc)
+                result.pending.append({**decision.describe(), "reason": exc.message})
+                if pdb:
+                    result.blocking_pdbs.append(f"{decision.pod['metadata']['namespace']}/{pdb}")
+        result.duration_s = time.monotonic() - started
+        return result
+
+    def _method(self, decision: Decision) -> str:
+        return "delete" if decision.action == DELETE or self.disable_eviction else "evict"
+
+    @staticmethod
+    def _record_static(decision: Decision, result: EvacuationResult) -> None:
+        if decision.action == SKIP:
+            result.skipped.append(decision.describe())
+        elif decision.action == REFUSE:
+            result.refused.append(decision.describe())
+        if decision.warning:
+            result.warnings.append(decision.warning)
+
+    def run(self, pods: list[dict[str, Any]], version: str) -> EvacuationResult:
+        """Evacuate after a successful plan of ``pods`` (listed at ``version``)."""
+        started = time.monotonic()
+        started_wall = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        deadline = started + self.timeout
+        result = EvacuationResult()
+        targets: dict[str, Decision] = {}
+        returned: list[str] = []
+        for decision in self.plan(pods):
+            self._record_static(decision, result)
+            if decision.action in (EVICT, DELETE, WAIT):
+                targets[decision.pod["metadata"]["uid"]] = decision
+        if result.refused:
+            return result  # the caller fails before anything was touched
+
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="evict")
+
+        def submit(decision: Decision) -> None:
+            if decision.action != WAIT:
+                pool.submit(self._remove, decision, deadline)
+
+        def watch() -> None:
+            since = version
+            while not stop.is_set():
+                try:
+                    for kind, pod in self.api.watch(kube.pods_path(), resource_version=since,
+                                                    what=f"watch pods on node {self.node}",
+                                                    field_selector=f"spec.nodeName={self.node}",
+                                                    label_selector=self.pod_selector, timeout_seconds=60):
+                        if stop.is_set():
+                            return
+                        since = pod.get("metadata", {}).get("resourceVersion", since)
+                        if kind == "DELETED":
+                            self._mark_gone(pod["metadata"]["uid"])
+                        elif kind == "ADDED" and pod["metadata"]["uid"] not in targets and selected(pod, self.options):
+                            if pod["metadata"].get("creationTimestamp", "") >= started_wall:
+                                # Created after we began (a replacement): the node still accepts such
+                                # pods; chasing them would only churn. Taint or cordon the node first.
+                                returned.append(f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}")
+                                continue
+                            # A pod bound to the node just after the listing: judge it like the others.
+                            late = self.plan([pod])[0]
+                            if late.action in (EVICT, DELETE, WAIT):
+                                with self._lock:
+                                    targets[pod["metadata"]["uid"]] = late
+                                submit(late)
+                            elif late.action == REFUSE:
+                                result.refused.append(late.describe())
+                                with self._lock:
+                                    self._lock.notify_all()
+                except KubeError as exc:
+                    if stop.is_set():
+                        return
+                    if not exc.gone and exc.status != 0:
+                        with self._lock:
+                            self._fatal = self._fatal or exc
+                            self._lock.notify_all()
+                        return
+                    # Expired or broken watch: resynchronise from a fresh listing.
+                    current, since = self.list_pods()
+                    present = {p["metadata"]["uid"] for p in current}
+                    for uid in list(targets):
+                        if uid not in present:
+                            self._mark_gone(uid)
+
+        watcher = threading.Thread(target=watch, name="evacuation-watch", daemon=True)
+        watcher.start()
+        for decision in list(targets.values()):
+            submit(decision)
+        with self._lock:
+            while True:
+                waiting = [uid for uid in targets if uid not in self._gone]
+                if not waiting or self._fatal is not None or result.refused:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(min(remaining, 1.0))
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+        for uid, decision in targets.items():
+            if uid in self._gone:
+                result.evicted.append({**decision.describe(), "method": "wait" if decision.action == WAIT
+                                       else self._method(decision),
+                                       "seconds": round(self._gone[uid] - started, 3)})
+            else:
+                entry = decision.describe()
+                if uid in self._pdb_of:
+                    entry["blocked_by"] = self._pdb_of[uid]
+                    result.blocking_pdbs.append(self._pdb_of[uid])
+                result.pending.append(entry)
+        if self._fatal is not None:
+            raise self._fatal
+        if returned:
+            result.warnings.append(f"node {self.node} still accepts these pods (neither cordoned nor tainted "
+                                   f"NoSchedule), and {len(returned)} landed back on it: {', '.join(returned[:5])}")
+        result.duration_s = time.monotonic() - started
+        return result

@@ -1,0 +1,88 @@
+"""Following the MIG manager's state label on one node, with a watch (no fixed sleeps)."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrollout import labels, nodes
+from migrollout.kube import KubeClient, KubeError
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+@dataclass
+class Transition:
+    state: str          # a mig.config.state value, or "node-not-ready" / "node-ready" during reboots
+    at: str
+    elapsed_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "at": self.at, "elapsed_s": round(self.elapsed_s, 3)}
+
+
+@dataclass
+class FollowResult:
+    node: dict[str, Any]
+    final: str                      # success, failed, or "" on timeout
+    transitions: list[Transition] = field(default_factory=list)
+
+    def state_durations(self, until: float) -> dict[str, float]:
+        """Seconds spent in each state, in order of appearance."""
+        durations: dict[str, float] = {}
+        marks = [(t.state, t.elapsed_s) for t in self.transitions if not t.state.startswith("node-")]
+        for index, (state, start) in enumerate(marks):
+            end = marks[index + 1][1] if index + 1 < len(marks) else until
+            durations[state or "(none)"] = round(durations.get(state or "(none)", 0.0) + end - start, 3)
+        return durations
+
+
+def follow(api: KubeClient, name: str, config: str, since_version: str, timeout: float,
+           started: float | None = None) -> FollowResult:
+    """Watch node ``name`` from ``since_version`` until the MIG manager reports a final state
+    for ``config`` (the label must still be ``config``), or ``timeout`` seconds pass."""
+    started = time.monotonic() if started is None else started
+    deadline = started + timeout
+    result = FollowResult(node={}, final="")
+    last_state: str | None = None
+    last_ready: bool | None = None
+    version = since_version
+    while time.monotonic() < deadline:
+        remaining = max(1, int(deadline - time.monotonic()))
+        try:
+            for kind, node in api.watch("/api/v1/nodes", resource_version=version, what=f"watch node {name}",
+                                        field_selector=f"metadata.name={name}",
+                                        timeout_seconds=min(remaining, 300)):
+                if kind == "BOOKMARK":
+                    version = node.get("metadata", {}).get("resourceVersion", version)
+                    continue
+                if kind == "DELETED":
+                    raise nodes.NodeError(f"node {name} was deleted while its MIG config was being applied")
+                version = node["metadata"]["resourceVersion"]
+                result.node = node
+                now = time.monotonic() - started
+                ready = nodes.is_ready(node)
+                if last_ready is not None and ready != last_ready:
+                    result.transitions.append(Transition("node-ready" if ready else "node-not-ready", _utc_now(), now))
+                last_ready = ready
+                state = nodes.mig_state(node)
+                if state != last_state:
+                    result.transitions.append(Transition(state, _utc_now(), now))
+                    last_state = state
+                if nodes.mig_config(node) != config:
+                    raise nodes.NodeError(f"node {name}: someone changed {labels.MIG_CONFIG} to "
+                                          f"{nodes.mig_config(node)!r} while {config} was being applied")
+                if state in labels.MIG_FINAL_STATES and ready:
+                    result.final = state
+                    return result
+                if time.monotonic() >= deadline:
+                    return result
+        except KubeError as exc:
+            if not exc.gone:
+                raise
+            version = ""  # expired: the next watch starts with the node as it is now
+    return result

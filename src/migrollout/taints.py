@@ -1,0 +1,89 @@
+"""Node taints: matching and merging, as pure functions.
+
+A taint is identified by its key and effect (as the API server and kubectl do):
+adding one whose key and effect exist updates its value; removing one ignores
+the value. Taints the caller did not name, ``node.kubernetes.io/*`` included,
+are never touched.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    effect: str
+    value: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Taint:
+        return cls(str(data["key"]), str(data["effect"]), str(data.get("value") or ""))
+
+    @classmethod
+    def parse(cls, text: str) -> Taint:
+        """``key[=value]:Effect``, as kubectl writes taints."""
+        head, _, effect = text.rpartition(":")
+        key, _, value = head.partition("=")
+        if not key or effect not in EFFECTS:
+            raise ValueError(f"taint {text!r} is not key[=value]:Effect with Effect one of {', '.join(EFFECTS)}")
+        return cls(key, effect, value)
+
+    def identity(self) -> tuple[str, str]:
+        return self.key, self.effect
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
+
+    def to_dict(self) -> dict[str, str]:
+        data = {"key": self.key, "effect": self.effect}
+        if self.value:
+            data["value"] = self.value
+        return data
+
+
+def matches(existing: Mapping[str, Any], taint: Taint) -> bool:
+    return existing.get("key") == taint.key and existing.get("effect") == taint.effect
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def add(current: list[dict[str, Any]], wanted: Iterable[Taint]) -> list[dict[str, Any]]:
+    """``current`` with every ``wanted`` taint present (values updated in place, new ones appended)."""
+    result = [dict(item) for item in current]
+    for taint in wanted:
+        found = next((item for item in result if matches(item, taint)), None)
+        if found is None:
+            entry: dict[str, Any] = taint.to_dict()
+            if taint.effect == "NoExecute":
+                entry["timeAdded"] = _now()  # as kubectl does; eviction timing counts from here
+            result.append(entry)
+        elif str(found.get("value") or "") != taint.value:
+            found["value"] = taint.value
+            if not taint.value:
+                found.pop("value", None)
+    return result
+
+
+def remove(current: list[dict[str, Any]], unwanted: Iterable[Taint]) -> list[dict[str, Any]]:
+    """``current`` without the taints that match ``unwanted`` on key and effect."""
+    unwanted = list(unwanted)
+    return [dict(item) for item in current if not any(matches(item, taint) for taint in unwanted)]
+
+
+def same(left: list[dict[str, Any]], right: list[dict[str, Any]]) -> bool:
+    def norm(items: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        return [(i.get("key", ""), i.get("effect", ""), str(i.get("value") or "")) for i in items]
+    return norm(left) == norm(right)
+
+
+def present(current: list[dict[str, Any]], taint: Taint) -> bool:
+    return any(matches(item, taint) and str(item.get("value") or "") == taint.value for item in current)

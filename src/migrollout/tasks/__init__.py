@@ -1,0 +1,1 @@
+"""One module per Ansible module: argument spec and ``run`` over plain data (see ``ansible_glue``)."""

@@ -1,0 +1,147 @@
+"""mig_node_label: set nvidia.com/mig.config on a node and follow the MIG manager to its verdict."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from migrollout import kube, labels, nodes
+from migrollout.ansible_glue import TaskContext, TaskFailed, TaskSpec
+from migrollout.migconfig import devices_per_gpu, fit_problems
+from migrollout.migsetup import MigSetup, discover
+from migrollout.migstate import FollowResult, follow
+
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "name": {"type": "str", "required": True},
+    "config": {"type": "str", "required": True},
+    "wait": {"type": "bool", "default": True},
+    "timeout": {"type": "int", "default": 1800},
+    "reapply": {"type": "bool", "default": False},
+    "operator_namespace": {"type": "str"},
+    "config_map": {"type": "str"},
+}
+
+BUSY_STATES = ("pending", "rebooting")
+
+
+def manager_running(ctx: TaskContext, setup: MigSetup, name: str) -> dict[str, Any] | None:
+    pods, _ = ctx.api.list(kube.pods_path(setup.namespace), what=f"list MIG manager pods on node {name}",
+                           field_selector=f"spec.nodeName={name}", label_selector=f"app={labels.APP_MIG_MANAGER}")
+    return next((p for p in pods if p.get("status", {}).get("phase") == "Running"
+                 and not p["metadata"].get("deletionTimestamp")), None)
+
+
+def validate(ctx: TaskContext, node: dict[str, Any], setup: MigSetup, config: str) -> int:
+    """Everything that must hold before the node is touched; returns the physical GPU count."""
+    name = node["metadata"]["name"]
+    model = nodes.require_mig_node(node)
+    if config not in setup.config:
+        known = ", ".join(setup.config.names()[:12])
+        raise TaskFailed(f"node {name}: MIG config {config} is not in ConfigMap {setup.namespace}/"
+                         f"{setup.config_map} (it has {known}{', ...' if len(setup.config.names()) > 12 else ''})")
+    count = nodes.physical_gpu_count(node, lambda current: devices_per_gpu(setup.config, current, model))
+    if count is None:
+        raise TaskFailed(f"node {name}: cannot tell how many GPUs it has from its labels "
+                         f"({labels.GPU_COUNT}={nodes.node_labels(node).get(labels.GPU_COUNT)})")
+    problems = fit_problems(setup.config, config, model, count)
+    if problems:
+        raise TaskFailed(f"node {name} ({count} x {model.key}): MIG config {config} does not fit: "
+                         + "; ".join(problems))
+    return count
+
+
+def run(ctx: TaskContext) -> dict[str, Any]:
+    params = ctx.params
+    name, config = params["name"], params["config"]
+    if params["timeout"] <= 0:
+        raise TaskFailed("timeout must be positive")
+    node = nodes.read(ctx.api, name)
+    nodes.require_mig_node(node)
+    setup = discover(ctx.api, name, params.get("operator_namespace"), params.get("config_map"), need_strategy=False)
+    validate(ctx, node, setup, config)
+    current, state = nodes.mig_config(node), nodes.mig_state(node)
+    result: dict[str, Any] = {"name": name, "config": config, "previous_config": current,
+                              "previous_state": state, "config_map": f"{setup.namespace}/{setup.config_map}",
+                              "transitions": [], "changed": False}
+
+    # Decide what to write: nothing, the label, or a restart of the MIG manager (it only acts on a change).
+    retrigger = False
+    if current == config:
+        if state == "success" and not params["reapply"]:
+            result["state"] = state
+            return result
+        if state == "failed" and not params["reapply"]:
+            raise TaskFailed(f"node {name}: MIG config {config} is already set and its last apply failed; the "
+                             f"MIG manager reacts only to a change of the label: set reapply to restart it",
+                             **result)
+        retrigger = params["reapply"] and state not in BUSY_STATES
+    elif state in BUSY_STATES:
+        raise TaskFailed(f"node {name}: the MIG manager is busy applying {current} (state {state}); changing the "
+                         f"label now would race with it. Wait for it to finish, or, if it is stuck, restart the "
+                         f"nvidia-mig-manager pod on the node", **result)
+
+    manager = manager_running(ctx, setup, name)
+    if manager is None and params["wait"]:
+        raise TaskFailed(f"node {name}: no running MIG manager pod (namespace {setup.namespace}, app="
+                         f"{labels.APP_MIG_MANAGER}); nothing would apply the config. Is "
+                         f"{labels.DEPLOY_MIG_MANAGER}=true on the node?", **result)
+
+    writes = current != config or retrigger
+    if ctx.diff and writes:
+        result["diff"] = {
+            "before_header": f"node/{name} labels", "after_header": f"node/{name} labels",
+            "before": f"{labels.MIG_CONFIG}={current}\n{labels.MIG_CONFIG_STATE}={state}\n",
+            "after": f"{labels.MIG_CONFIG}={config}\n",
+        }
+    if ctx.check_mode:
+        result["changed"] = writes
+        return result
+
+    started = time.monotonic()
+    version = node["metadata"]["resourceVersion"]
+    if writes:
+        # Clear the old state in the same write, so an old "success" is never taken for the new one.
+        patch = {"metadata": {"resourceVersion": version,
+                              "labels": {labels.MIG_CONFIG: config, labels.MIG_CONFIG_STATE: None}}}
+        try:
+            written = ctx.api.patch(kube.node_path(name), patch, what=f"label node {name}")
+        except kube.KubeError as exc:
+            if not exc.conflict:
+                raise
+            # The node changed since it was read: re-read and decide again (labels of others are kept).
+            return run(ctx)
+        version = written["metadata"]["resourceVersion"]
+        result["changed"] = True
+        if retrigger and manager is not None:
+            meta = manager["metadata"]
+            ctx.api.delete(kube.pod_path(meta["namespace"], meta["name"]), what=f"restart MIG manager on {name}")
+            result["restarted_mig_manager"] = meta["name"]
+    if not params["wait"]:
+        result["state"] = "" if writes else state
+        return result
+
+    outcome = follow(ctx.api, name, config, version, params["timeout"], started)
+    return finish(result, outcome, started, params["timeout"])
+
+
+def finish(result: dict[str, Any], outcome: FollowResult, started: float, timeout: float) -> dict[str, Any]:
+    elapsed = time.monotonic() - started
+    result["transitions"] = [t.as_dict() for t in outcome.transitions]
+    result["state"] = outcome.final or nodes.mig_state(outcome.node)
+    result["duration_s"] = round(elapsed, 3)
+    result["state_durations"] = outcome.state_durations(elapsed)
+    if outcome.final == "success":
+        return result
+    paused = nodes.paused_operands(outcome.node) if outcome.node else {}
+    name = result["name"]
+    spent = ", ".join(f"{state} {seconds:.0f} s" for state, seconds in result["state_durations"].items())
+    paused_text = f"; operands still paused: {', '.join(sorted(paused))}" if paused else ""
+    result["paused_operands"] = sorted(paused)
+    if outcome.final == "failed":
+        raise TaskFailed(f"node {name}: the MIG manager failed to apply {result['config']} after {elapsed:.0f} s "
+                         f"({spent}){paused_text}; its pod log says why", **result)
+    raise TaskFailed(f"node {name}: MIG config {result['config']} not applied within {timeout:.0f} s; last state "
+                     f"{result['state'] or '(none)'} ({spent}){paused_text}", **result)
+
+
+SPEC = TaskSpec("mig_node_label", ARGUMENT_SPEC, run)
