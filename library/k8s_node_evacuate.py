@@ -120,7 +120,7 @@ would_evict:
   returned: check mode
   type: list
   elements: dict
-skipped:
+skipped_pods:
   description: Selected pods that stay, with the reason (DaemonSet-managed, mirror pod).
   returned: always
   type: list

@@ -14,8 +14,8 @@ def run_task(task_module):
     except ImportError as exc:
         print(json.dumps({
             "failed": True,
-            "msg": "this module needs the nvidia-mig-rollout Python package (pip install -e <the toolkit's "
-                   "repository>) in the interpreter that runs it (%s): %s" % (sys.executable, exc),
+            "msg": f"this module needs the nvidia-mig-rollout Python package (pip install -e <the toolkit's "
+                   f"repository>) in the interpreter that runs it ({sys.executable}): {exc}",
         }))
         sys.exit(1)
     glue.module_main(spec)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ class KubeError(Exception):
 
     def causes(self, kind: str) -> list[str]:
         """Messages of the Status causes of one type (e.g. "DisruptionBudget")."""
-        return [c.get("message", "") for c in self.details.get("causes") or [] if c.get("type") == kind]
+        return [c.get("message", "") for c in self.details.get("causes") or []
+                if kind in (c.get("reason"), c.get("type"))]
 
     def one_line(self) -> str:
         where = f"{self.what}: " if self.what else ""
@@ -304,13 +306,16 @@ def namespaced_path(group_version: str, plural: str, namespace: str | None, name
     return base + ("/" + quote(name, safe="") if name else "")
 
 
-def retry_on_conflict(action: Callable[[], Any], attempts: int = 8) -> Any:
-    """Run a read-modify-write ``action`` again when the server reports a 409 conflict."""
-    for attempt in range(attempts):
+def retry_on_conflict(action: Callable[[], Any], budget_s: float = 20.0) -> Any:
+    """Run a read-modify-write ``action`` again when the server reports a 409 conflict (someone else wrote
+    the object in between), with jittered backoff, for up to ``budget_s`` seconds."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.01
+    while True:
         try:
             return action()
         except KubeError as exc:
-            if not exc.conflict or attempt == attempts - 1:
+            if not exc.conflict or time.monotonic() + delay > deadline:
                 raise
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-    raise AssertionError("unreachable")
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 0.5)

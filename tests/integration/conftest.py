@@ -222,25 +222,38 @@ def node_pool(cluster: Cluster) -> NodePool:
 
 
 def ansible_env(cluster: Cluster, **extra: str) -> dict[str, str]:
-    return cluster.env(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-                       ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1", **extra)
+    return cluster.env(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", **extra)
 
 
 def run_module(cluster: Cluster, module: str, args: dict[str, Any], check: bool = False, diff: bool = False,
-               kubeconfig: str | None = None) -> dict[str, Any]:
-    """Run one of our modules through Ansible (ad hoc, on localhost); return its result."""
+               kubeconfig: str | None = None, verbose: bool = False) -> dict[str, Any]:
+    """Run one of our modules through Ansible (ad hoc, on localhost); return its result
+    (with ``verbose``, Ansible's -vvv log in ``_log``)."""
     command = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", module, "-a", json.dumps(args)]
+    if verbose:
+        command.append("-vvv")
     if check:
         command.append("--check")
     if diff:
         command.append("--diff")
-    env = ansible_env(cluster)
+    env = ansible_env(cluster, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="result_json",
+                      ANSIBLE_CALLBACK_PLUGINS=str(REPO / "tests" / "callback_plugins"))
     if kubeconfig:
         env["KUBECONFIG"] = kubeconfig
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
-    try:
-        output = json.loads(result.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(f"ansible printed no JSON (rc={result.returncode}):\n{result.stdout}\n{result.stderr}")
-    task = output["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return task
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            parsed = json.loads(line[len("RESULT "):])["result"]
+            if verbose:
+                parsed["_log"] = result.stdout
+            return parsed
+    raise AssertionError(f"ansible printed no result (rc={result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+
+def module_output(cluster: Cluster, module: str, args: dict[str, Any], check: bool = False, diff: bool = False) -> str:
+    """What an admin sees: the default callback's text (with --diff output)."""
+    command = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", module, "-a", json.dumps(args)]
+    command += ["--check"] if check else []
+    command += ["--diff"] if diff else []
+    result = subprocess.run(command, capture_output=True, text=True, env=ansible_env(cluster), cwd=REPO)
+    return result.stdout

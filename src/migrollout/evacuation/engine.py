@@ -49,7 +49,8 @@ class EvacuationResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "evicted": self.evicted, "skipped": self.skipped, "pending": self.pending,
+            # "skipped" is a reserved word in Ansible results (it marks the task skipped).
+            "evicted": self.evicted, "skipped_pods": self.skipped, "pending": self.pending,
             "blocking_pdbs": sorted(set(self.blocking_pdbs)), "duration_s": round(self.duration_s, 3),
         }
 

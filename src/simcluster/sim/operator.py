@@ -153,9 +153,12 @@ class OperatorSim:
         policy = self.policy()
         if policy is None or policy["metadata"].get("deletionTimestamp"):
             self.applied.clear()
+            self.sim.runtime_class_written = False
+            self.sim.default_config_written.clear()
             return
         namespace = clusterpolicy.namespace(policy, self.sim.fleet.simulation.operator_namespace)
         self._ensure_namespace(namespace)
+        self._ensure_runtime_class(policy)
         self._ensure_default_config(namespace, policy)
         key = (policy["metadata"]["uid"], policy["metadata"].get("generation", 0))
         ready = True
@@ -187,6 +190,20 @@ class OperatorSim:
             if exc.status != 409:
                 raise
         self.sim.known_namespaces.add(namespace)
+
+    def _ensure_runtime_class(self, policy: dict[str, Any]) -> None:
+        # The operator's container-toolkit state registers the "nvidia" runtime class GPU pods may ask for.
+        if self.sim.runtime_class_written:
+            return
+        manifest = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                    "metadata": {"name": "nvidia", "labels": {MANAGED_BY: OPERATOR_NAME},
+                                 "ownerReferences": [{"apiVersion": clusterpolicy.GROUP_VERSION,
+                                                      "kind": "ClusterPolicy", "name": policy["metadata"]["name"],
+                                                      "uid": policy["metadata"]["uid"], "controller": True}]},
+                    "handler": "nvidia"}
+        self.sim.api.apply("/apis/node.k8s.io/v1/runtimeclasses/nvidia", manifest, field_manager=OPERATOR_NAME,
+                           what="apply RuntimeClass nvidia")
+        self.sim.runtime_class_written = True
 
     def _ensure_default_config(self, namespace: str, policy: dict[str, Any]) -> None:
         data = {"config.yaml": default_config_yaml()}

@@ -92,6 +92,7 @@ class Simulator:
         self.boot_epoch: dict[str, int] = {}
         self.known_namespaces: set[str] = set()
         self.default_config_written: dict[str, str] = {}
+        self.runtime_class_written = False
         self.kubelet = Kubelet(self)
         self.operator = OperatorSim(self)
         self.mig_manager = MigManagerSim(self)
