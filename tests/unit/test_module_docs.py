@@ -57,6 +57,28 @@ def test_documentation_matches_argument_spec(module):
     compare(options, spec.full_argument_spec, module)
 
 
+def _descriptions(node, where):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description":
+                yield where, value
+            else:
+                yield from _descriptions(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _descriptions(value, f"{where}[{index}]")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_descriptions_are_text(module):
+    # A ": " inside an unquoted description line turns it into a mapping, which ansible-doc cannot render.
+    docs = documentation(module)
+    for section in ("DOCUMENTATION", "RETURN"):
+        for where, text in _descriptions(docs[section], section):
+            items = text if isinstance(text, list) else [text]
+            assert all(isinstance(item, str) for item in items), f"{module} {where}: {text!r}"
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_every_module_has_an_in_process_action_plugin(module):
     plugin = (REPO / "action_plugins" / f"{module}.py").read_text()
