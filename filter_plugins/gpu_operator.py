@@ -1,4 +1,4 @@
-# Jinja filters of the nvidia_gpu_operator role; the logic lives in migrollout.operator_values.
+# Jinja filters of the gpu_operator role; the logic lives in migrollout.operator_values.
 from migrollout.operator_values import build_values
 
 

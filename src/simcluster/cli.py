@@ -1,7 +1,7 @@
 """``simcluster``: a local GPU cluster whose Kubernetes parts are real.
 
     simcluster up [--fleet FILE] [--nodes N] [--port PORT] [--without-operator]
-    simcluster env | status | down | build | models
+    simcluster env | status | down | build | bin-dir | models
 """
 
 from __future__ import annotations
@@ -223,6 +223,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bin_dir(args: argparse.Namespace) -> int:
+    """Print the directory of kubectl, helm and the control plane (building them first if needed)."""
+    print(binaries.build().directory)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     for model in catalogue.MODELS:
         profiles = ", ".join(f"{p.name} x{p.max_count}" for p in model.profiles) or "no MIG"
@@ -248,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                              ("env", cmd_env, "print shell exports for the cluster"),
                              ("status", cmd_status, "show what runs"),
                              ("build", cmd_build, "build the control-plane binaries only"),
+                             ("bin-dir", cmd_bin_dir, "print the directory of kubectl and helm"),
                              ("models", cmd_models, "list the GPU models of the catalogue")):
         commands.add_parser(name, help=text).set_defaults(func=func)
     args = parser.parse_args(argv)
