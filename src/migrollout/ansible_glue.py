@@ -91,6 +91,7 @@ def execute(spec: TaskSpec, params: dict[str, Any], check_mode: bool, diff: bool
     except (NodeError, SetupError, ValueError) as exc:
         result = {"failed": True, "msg": str(exc)}
     result.setdefault("changed", False)
+    result.setdefault("duration_s", ctx.elapsed())
     if ctx.warnings:
         result["warnings"] = ctx.warnings
     return result

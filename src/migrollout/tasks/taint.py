@@ -13,16 +13,15 @@ _QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
                              r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
+TAINT_OPTIONS: dict[str, dict[str, Any]] = {
+    "key": {"type": "str", "required": True, "no_log": False},
+    "value": {"type": "str", "default": ""},
+    "effect": {"type": "str", "required": True, "choices": list(taints.EFFECTS)},
+}
+
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "name": {"type": "str", "required": True},
-    "taints": {
-        "type": "list", "elements": "dict", "required": True,
-        "options": {
-            "key": {"type": "str", "required": True, "no_log": False},
-            "value": {"type": "str", "default": ""},
-            "effect": {"type": "str", "required": True, "choices": list(taints.EFFECTS)},
-        },
-    },
+    "taints": {"type": "list", "elements": "dict", "required": True, "options": TAINT_OPTIONS},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "require_gpu": {"type": "bool", "default": True},
 }

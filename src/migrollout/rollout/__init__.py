@@ -1,0 +1,1 @@
+"""The rolling MIG reconfiguration: per-node record, plan, cluster-wide lock, report."""

@@ -1,0 +1,264 @@
+"""A cluster-wide lock for rollouts: a coordination.k8s.io Lease, renewed while the run lives.
+
+The run that holds the Lease starts a small renewer process that renews it every
+third of its duration while the ``ansible-playbook`` process is alive. If the run
+dies (Ctrl-C, a lost control host) renewals stop and the Lease expires after its
+duration, so a stale lock never blocks the next run for long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import getpass
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migrollout import kube
+from migrollout.kube import Connection, KubeClient, KubeError
+
+LEASE_NAME = "mig-rollout"
+HOLDER_ANNOTATION = "mig-rollout.nvidia-mig-rollout.io/holder"
+
+
+def _micro(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return datetime.datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
+
+
+def lease_path(namespace: str, name: str = LEASE_NAME) -> str:
+    return kube.namespaced_path("coordination.k8s.io/v1", "leases", namespace, name)
+
+
+def new_holder() -> str:
+    """A run identity that sorts by start time and says where the run came from."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class LeaseState:
+    holder: str
+    renewed: datetime.datetime | None
+    duration_s: int
+    details: dict[str, Any]
+
+    def remaining_s(self, now: datetime.datetime) -> float:
+        if not self.holder or self.renewed is None:
+            return 0.0
+        return (self.renewed + datetime.timedelta(seconds=self.duration_s) - now).total_seconds()
+
+
+def state(lease: dict[str, Any]) -> LeaseState:
+    spec = lease.get("spec") or {}
+    details = {}
+    raw = (lease["metadata"].get("annotations") or {}).get(HOLDER_ANNOTATION)
+    if raw:
+        try:
+            details = json.loads(raw)
+        except ValueError:
+            details = {}
+    return LeaseState(spec.get("holderIdentity") or "", _parse(spec.get("renewTime")),
+                      int(spec.get("leaseDurationSeconds") or 0), details)
+
+
+class LockHeld(Exception):
+    pass
+
+
+def acquire(api: KubeClient, namespace: str, holder: str, duration_s: int, wait_s: float,
+            details: dict[str, Any]) -> dict[str, Any]:
+    """Take the Lease for ``holder``: create it, or take it over once it is free or expired.
+    Waits up to ``wait_s`` for another holder's Lease to expire or be released."""
+    deadline = time.monotonic() + wait_s
+    path = lease_path(namespace)
+    while True:
+        now = datetime.datetime.now(datetime.UTC)
+        spec = {"holderIdentity": holder, "leaseDurationSeconds": duration_s, "acquireTime": _micro(now),
+                "renewTime": _micro(now)}
+        annotations = {HOLDER_ANNOTATION: json.dumps(details, sort_keys=True)}
+        current = api.get_or_none(path, what=f"read Lease {namespace}/{LEASE_NAME}")
+        try:
+            if current is None:
+                return api.create(lease_path(namespace).rsplit("/", 1)[0], {
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": LEASE_NAME, "namespace": namespace, "annotations": annotations},
+                    "spec": spec}, what=f"create Lease {namespace}/{LEASE_NAME}")
+            held = state(current)
+            if held.holder in ("", holder) or held.remaining_s(now) <= 0:
+                return api.patch(path, {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
+                                                     "annotations": annotations}, "spec": spec},
+                                 what=f"take Lease {namespace}/{LEASE_NAME}")
+        except KubeError as exc:
+            if exc.status not in (409,):
+                raise
+            continue  # someone else wrote it in between: look again
+        if time.monotonic() >= deadline:
+            who = held.details
+            raise LockHeld(
+                f"another MIG rollout holds the lock (Lease {namespace}/{LEASE_NAME}): {held.holder}, run by "
+                f"{who.get('user', '?')} on {who.get('host', '?')} since {who.get('started', '?')}; last renewed "
+                f"{(now - held.renewed).total_seconds():.0f} s ago, it expires in {held.remaining_s(now):.0f} s if "
+                f"that run has died")
+        time.sleep(min(2.0, max(0.2, held.remaining_s(now) + 0.1)))
+
+
+def release(api: KubeClient, namespace: str, holder: str) -> bool:
+    """Give the Lease up if ``holder`` still holds it; True when released."""
+    path = lease_path(namespace)
+    current = api.get_or_none(path, what=f"read Lease {namespace}/{LEASE_NAME}")
+    if current is None or state(current).holder != holder:
+        return False
+    try:
+        api.delete(path, what=f"release Lease {namespace}/{LEASE_NAME}",
+                   body={"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}})
+    except KubeError as exc:
+        if not (exc.not_found or exc.conflict):
+            raise
+        return False
+    return True
+
+
+def _process(pid: int) -> tuple[int, str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return int(stat.rsplit(")", 1)[1].split()[1]), cmdline
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_ansible(cmdline: str) -> bool:
+    return "ansible-playbook" in cmdline or "/ansible " in cmdline or cmdline.startswith("ansible ")
+
+
+def controller_pid() -> int:
+    """The ansible-playbook (or ansible) process this code runs under: the renewer lives as long as it does.
+
+    The nearest one, so a playbook run from inside another (a test harness) is watched, not the outer one;
+    and its main process, not the short-lived worker Ansible forks per task (same command line)."""
+    pid = os.getpid()
+    for _ in range(64):
+        found = _process(pid)
+        if found is None:
+            break
+        parent, cmdline = found
+        if _is_ansible(cmdline):
+            while True:
+                above = _process(parent)
+                if above is None or above[1] != cmdline:
+                    return pid
+                pid, parent = parent, above[0]
+        if parent <= 1:
+            break
+        pid = parent
+    return os.getppid()
+
+
+def start_renewer(conn: Connection, namespace: str, holder: str, duration_s: int, watch_pid: int,
+                  log_path: str | None = None) -> int:
+    command = [sys.executable, "-m", "migrollout.rollout.lock", "--namespace", namespace, "--holder", holder,
+               "--duration", str(duration_s), "--watch-pid", str(watch_pid)]
+    for option in ("kubeconfig", "context", "host", "ca_cert"):
+        value = getattr(conn, option)
+        if value:
+            command += [f"--{option.replace('_', '-')}", str(value)]
+    env = dict(os.environ)
+    if conn.api_key:
+        env["MIGROLLOUT_LOCK_API_KEY"] = conn.api_key  # not on the command line, where ps would show it
+    if conn.validate_certs is False:
+        command.append("--insecure")
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                               start_new_session=True, env=env)
+    return process.pid
+
+
+def stop_renewer(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def renew_loop(api: KubeClient, namespace: str, holder: str, duration_s: int, watch_pid: int) -> str:
+    """Renew until the watched process is gone or the Lease is no longer ours; returns why it stopped."""
+    interval = max(1.0, duration_s / 3)
+    path = lease_path(namespace)
+    failures = 0
+    while True:
+        time.sleep(interval)
+        if not _alive(watch_pid):
+            return f"process {watch_pid} is gone: the Lease will expire"
+        try:
+            current = api.get_or_none(path, what="read the rollout Lease")
+            if current is None or state(current).holder != holder:
+                return "the Lease was released or taken over"
+            api.patch(path, {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                             "spec": {"renewTime": _micro(datetime.datetime.now(datetime.UTC))}},
+                      what="renew the rollout Lease")
+            failures = 0
+        except KubeError as exc:
+            failures += 1
+            print(f"renewal failed ({failures}): {exc.one_line()}", flush=True)
+            if failures * interval >= duration_s:
+                return "renewals kept failing: the Lease will expire"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mig-rollout-lock-renewer")
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--holder", required=True)
+    parser.add_argument("--duration", type=int, required=True)
+    parser.add_argument("--watch-pid", type=int, required=True)
+    for option in ("kubeconfig", "context", "host", "ca-cert"):
+        parser.add_argument(f"--{option}")
+    parser.add_argument("--insecure", action="store_true")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    conn = Connection(kubeconfig=args.kubeconfig, context=args.context, host=args.host,
+                      api_key=os.environ.get("MIGROLLOUT_LOCK_API_KEY"),
+                      validate_certs=False if args.insecure else None, ca_cert=args.ca_cert)
+    reason = renew_loop(KubeClient.connect(conn), args.namespace, args.holder, args.duration, args.watch_pid)
+    print(f"renewer for {args.holder} stopped: {reason}", flush=True)
+    return 0
+
+
+def run_details() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "user": getpass.getuser(),
+            "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The rollout record: where a node stands in a MIG rollout, kept on the node itself.
+
+It is written in the same conflict-safe write that puts the node into maintenance,
+so the cluster never holds a maintenance taint of ours without the record of
+what to undo. A run that dies (Ctrl-C, lost control host) leaves the record; the
+next run finds it, finishes that node first, and removes exactly what was added.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from migrollout import labels, nodes, taints
+from migrollout.taints import Taint
+
+ANNOTATION = labels.ROLLOUT_RECORD
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Record:
+    run: str
+    from_config: str
+    to_config: str
+    step: str = "maintenance"          # maintenance (tainted, being reconfigured) or failed
+    added_taints: list[dict[str, str]] = field(default_factory=list)
+    cordoned: bool = False             # this rollout cordoned the node (an admin's cordon is never undone)
+    started: str = field(default_factory=utc_now)
+    updated: str = field(default_factory=utc_now)
+    error: str = ""
+    runs: list[str] = field(default_factory=list)  # every run that worked on the node, oldest first
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def decode(cls, text: str) -> Record:
+        data = json.loads(text)
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+
+def read(node: dict[str, Any]) -> Record | None:
+    raw = nodes.node_annotations(node).get(ANNOTATION)
+    if not raw:
+        return None
+    try:
+        return Record.decode(raw)
+    except (ValueError, TypeError):
+        return None
+
+
+def begin_patch(node: dict[str, Any], run: str, to_config: str, maintenance: list[Taint],
+                cordon: bool) -> tuple[dict[str, Any] | None, Record]:
+    """The merge patch that puts ``node`` into maintenance for ``run``, and the record it writes.
+
+    Taints already on the node before any rollout touched it are an admin's: they are neither
+    recorded nor ever removed. A record left by an earlier run keeps what that run added."""
+    previous = read(node)
+    current_taints = nodes.node_taints(node)
+    if previous is not None:
+        record = previous
+        record.runs = [*record.runs, previous.run][-10:] if previous.run != run else record.runs
+        record.run, record.to_config, record.step, record.error = run, to_config, "maintenance", ""
+    else:
+        record = Record(run=run, from_config=nodes.mig_config(node), to_config=to_config)
+    recorded = {Taint.from_dict(t).identity() for t in record.added_taints}
+    for taint in maintenance:
+        if not taints.present(current_taints, taint) and taint.identity() not in recorded:
+            record.added_taints.append(taint.to_dict())
+    if cordon and not nodes.is_cordoned(node):
+        record.cordoned = True
+    record.updated = utc_now()
+    wanted_taints = taints.add(current_taints, maintenance)
+    patch: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION: record.encode()}}}
+    spec: dict[str, Any] = {}
+    if not taints.same(current_taints, wanted_taints):
+        spec["taints"] = wanted_taints
+    if cordon and not nodes.is_cordoned(node):
+        spec["unschedulable"] = True
+    if spec:
+        patch["spec"] = spec
+    if previous is not None and previous.encode() == record.encode() and not spec:
+        return None, record
+    return patch, record
+
+
+def finish_patch(node: dict[str, Any]) -> tuple[dict[str, Any] | None, Record | None]:
+    """The merge patch that returns ``node`` to service: remove only the taints and cordon the record
+    says a rollout added, and the record itself."""
+    record = read(node)
+    if record is None:
+        return None, None
+    current_taints = nodes.node_taints(node)
+    remaining = taints.remove(current_taints, [Taint.from_dict(t) for t in record.added_taints])
+    patch: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION: None}}}
+    spec: dict[str, Any] = {}
+    if not taints.same(current_taints, remaining):
+        spec["taints"] = remaining or None
+    if record.cordoned and nodes.is_cordoned(node):
+        spec["unschedulable"] = None
+    if spec:
+        patch["spec"] = spec
+    return patch, record
+
+
+def failed_patch(node: dict[str, Any], run: str, step: str, error: str) -> tuple[dict[str, Any] | None, Record | None]:
+    """Mark the record failed (the node keeps its maintenance taints: no broken GPUs back in service)."""
+    record = read(node)
+    if record is None:
+        return None, None
+    record.step, record.error, record.run, record.updated = "failed", f"{step}: {error}"[:900], run, utc_now()
+    return {"metadata": {"annotations": {ANNOTATION: record.encode()}}}, record

@@ -1,0 +1,51 @@
+"""The rollout report: one entry per node, as JSON and as a table an operator can read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STEPS = ("maintenance", "evacuate", "label", "verify", "finish")
+
+
+def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for item in plan:
+        node = item["node"]
+        outcome = results.get(node)
+        if item["action"] == "skip":
+            rows.append({"node": node, "from": item["from_config"], "to": item["to_config"], "result": "skipped",
+                         "reason": item["reason"], "steps": {}, "evicted": []})
+        elif outcome is None:
+            rows.append({"node": node, "from": item["from_config"], "to": item["to_config"],
+                         "result": "not started", "reason": "the rollout stopped before this node", "steps": {},
+                         "evicted": []})
+        else:
+            rows.append({"node": node, "from": item["from_config"], "to": item["to_config"], **outcome})
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    header = ["NODE", "FROM -> TO", "RESULT", *(step.upper() for step in STEPS), "TOTAL", "EVICTED"]
+    lines = [header]
+    for row in rows:
+        steps = row.get("steps") or {}
+        total = sum(steps.values()) if steps else 0.0
+        lines.append([
+            row["node"], f"{row['from'] or '-'} -> {row['to'] or '-'}", row["result"],
+            *(f"{steps[s]:.1f}s" if s in steps else "-" for s in STEPS),
+            f"{total:.1f}s" if steps else "-", str(len(row.get("evicted") or [])),
+        ])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            for line in lines]
+    for row in rows:
+        if row.get("reason") and row["result"] in ("failed", "not started"):
+            text.append(f"{row['node']}: {row['reason']}")
+    return text
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["result"]] = counts.get(row["result"], 0) + 1
+    return counts
