@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Every Molecule scenario (default driver, localhost, each on its own simulated cluster).
+# Molecule scenarios (default driver, localhost, each on its own simulated cluster).
+#   scripts/molecule.sh              every scenario
+#   scripts/molecule.sh -s rolling   one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$(.venv/bin/simcluster bin-dir):$PATH"
-exec molecule test --all "$@"
+if [ $# -eq 0 ]; then
+  exec molecule test --all
+fi
+exec molecule test "$@"

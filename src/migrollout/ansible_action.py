@@ -9,6 +9,7 @@ non-local connection), or ``MIGROLLOUT_IN_PROCESS=0``, executes the module in
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -51,6 +52,9 @@ class KubeTaskAction(ActionBase):
         except AnsibleActionFail as exc:
             return {**result, "failed": True, "msg": str(exc.message)}
         self._apply_task_environment()
+        # A module receives its arguments as JSON; give the task the same plain data (Ansible's templating
+        # hands over tagged str/dict subclasses that, e.g., yaml.safe_dump refuses).
+        params = json.loads(json.dumps(params))
         outcome = execute(self.SPEC, params, bool(self._task.check_mode), bool(self._task.diff))
         result.update(outcome)
         return result

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from migrollout.default_config import build_default_config
+
 CHART_DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 # Each operand's image repository in the upstream chart, below the registry (nvcr.io).
@@ -43,6 +45,7 @@ def mig_parted_yaml(configs: Mapping[str, Any]) -> str:
 def build_values(strategy: str, *, driver: bool = True, toolkit: bool = True, dcgm: bool = False,
                  dcgm_exporter: bool = True, mig_manager: bool = True, mig_manager_env: Mapping[str, Any] | None = None,
                  mig_configs: Mapping[str, Any] | None = None, mig_config_map: str = "custom-mig-parted-config",
+                 mig_configs_with_defaults: bool = True,
                  tolerations: list[dict[str, Any]] | None = None, registry: str = "",
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     values: dict[str, Any] = {
@@ -59,8 +62,12 @@ def build_values(strategy: str, *, driver: bool = True, toolkit: bool = True, dc
                                                                    if t not in CHART_DEFAULT_TOLERATIONS]},
     }
     if mig_configs:
+        # The MIG manager reads only this ConfigMap once it is named: without the standard configs a node
+        # labelled all-disabled (the operator's default label) would fail to apply.
+        configs = {**build_default_config()["mig-configs"], **mig_configs} if mig_configs_with_defaults \
+            else dict(mig_configs)
         values["migManager"]["config"] = {"create": True, "name": mig_config_map, "default": "all-disabled",
-                                          "data": {"config.yaml": mig_parted_yaml(mig_configs)}}
+                                          "data": {"config.yaml": mig_parted_yaml(configs)}}
     if registry:
         for component, path in IMAGE_PATHS.items():
             values.setdefault(component, {})["repository"] = f"{registry.rstrip('/')}/{path}"
