@@ -134,11 +134,11 @@ def finish(result: dict[str, Any], outcome: FollowResult, started: float, timeou
         return result
     paused = nodes.paused_operands(outcome.node) if outcome.node else {}
     name = result["name"]
-    spent = ", ".join(f"{state} {seconds:.0f} s" for state, seconds in result["state_durations"].items())
+    spent = ", ".join(f"{state} {seconds:.1f} s" for state, seconds in result["state_durations"].items())
     paused_text = f"; operands still paused: {', '.join(sorted(paused))}" if paused else ""
     result["paused_operands"] = sorted(paused)
     if outcome.final == "failed":
-        raise TaskFailed(f"node {name}: the MIG manager failed to apply {result['config']} after {elapsed:.0f} s "
+        raise TaskFailed(f"node {name}: the MIG manager failed to apply {result['config']} after {elapsed:.1f} s "
                          f"({spent}){paused_text}; its pod log says why", **result)
     raise TaskFailed(f"node {name}: MIG config {result['config']} not applied within {timeout:.0f} s; last state "
                      f"{result['state'] or '(none)'} ({spent}){paused_text}", **result)
