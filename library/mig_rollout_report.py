@@ -19,7 +19,9 @@ options:
     elements: dict
     required: true
   results:
-    description: Node name to its outcome (result, steps, evicted, reason).
+    description:
+      - Each step's module results, by step (C(begin), C(evacuate), C(label), C(verify), C(finish)) and node,
+        and C(outcome), the failure of each node that failed (result, reason).
     type: dict
     default: {}
   report_dir:

@@ -218,6 +218,9 @@ class Evacuator:
                 targets[decision.pod["metadata"]["uid"]] = decision
         if result.refused:
             return result  # the caller fails before anything was touched
+        if not targets:
+            result.duration_s = time.monotonic() - started
+            return result  # nothing to evict: no watch needed
 
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="evict")

@@ -222,14 +222,15 @@ def renew_loop(api: KubeClient, namespace: str, holder: str, duration_s: int, wa
         if not _alive(watch_pid):
             return f"process {watch_pid} is gone: the Lease will expire"
         try:
-            current = api.get_or_none(path, what="read the rollout Lease")
-            if current is None or state(current).holder != holder:
-                return "the Lease was released or taken over"
-            api.patch(path, {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                             "spec": {"renewTime": _micro(datetime.datetime.now(datetime.UTC))}},
-                      what="renew the rollout Lease")
+            # One request: the test fails (422) if the Lease is no longer ours, so we never renew another's.
+            api.patch(path, [{"op": "test", "path": "/spec/holderIdentity", "value": holder},
+                             {"op": "replace", "path": "/spec/renewTime",
+                              "value": _micro(datetime.datetime.now(datetime.UTC))}],
+                      content_type=kube.JSON_PATCH, what="renew the rollout Lease")
             failures = 0
         except KubeError as exc:
+            if exc.not_found or exc.status == 422:
+                return "the Lease was released or taken over"
             failures += 1
             print(f"renewal failed ({failures}): {exc.one_line()}", flush=True)
             if failures * interval >= duration_s:

@@ -7,20 +7,31 @@ from typing import Any
 STEPS = ("maintenance", "evacuate", "label", "verify", "finish")
 
 
+def _outcome(node: str, item: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A node's row from the results of its steps (each step's module result, by step and node)."""
+    failure = results.get("outcome", {}).get(node)
+    if failure is not None:
+        return dict(failure)
+    if node not in results.get("finish", {}):
+        return {"result": "not started", "reason": "the rollout stopped before this node", "steps": {},
+                "evicted": []}
+    names = {"begin": "maintenance", "evacuate": "evacuate", "label": "label", "verify": "verify", "finish": "finish"}
+    steps = {label: float(results.get(step, {}).get(node, {}).get("duration_s") or 0.0)
+             for step, label in names.items()}
+    evicted = [e["name"] for e in results.get("evacuate", {}).get(node, {}).get("evicted") or []]
+    return {"result": "resumed" if item["action"] == "resume" else "done", "reason": "", "steps": steps,
+            "evicted": evicted}
+
+
 def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for item in plan:
         node = item["node"]
-        outcome = results.get(node)
+        base = {"node": node, "from": item["from_config"], "to": item["to_config"]}
         if item["action"] == "skip":
-            rows.append({"node": node, "from": item["from_config"], "to": item["to_config"], "result": "skipped",
-                         "reason": item["reason"], "steps": {}, "evicted": []})
-        elif outcome is None:
-            rows.append({"node": node, "from": item["from_config"], "to": item["to_config"],
-                         "result": "not started", "reason": "the rollout stopped before this node", "steps": {},
-                         "evicted": []})
+            rows.append({**base, "result": "skipped", "reason": item["reason"], "steps": {}, "evicted": []})
         else:
-            rows.append({"node": node, "from": item["from_config"], "to": item["to_config"], **outcome})
+            rows.append({**base, **_outcome(node, item, results)})
     return rows
 
 
@@ -39,8 +50,9 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
             for line in lines]
     for row in rows:
-        if row.get("reason") and row["result"] in ("failed", "not started"):
-            text.append(f"{row['node']}: {row['reason']}")
+        reason = row.get("reason") or ""
+        if reason and row["result"] in ("failed", "not started"):
+            text.append(reason if reason.startswith(f"{row['node']}:") else f"{row['node']}: {reason}")
     return text
 
 
