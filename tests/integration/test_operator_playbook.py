@@ -1,0 +1,149 @@
+"""playbooks/nvidia-gpu-operator.yml with the real helm against the simulated cluster (started without the operator)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import FLEETS, REPO, ansible_env, run_module, start_cluster, stop_cluster
+
+CHART = str(REPO / "tests" / "charts" / "gpu-operator")
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    cluster = start_cluster(tmp_path_factory.mktemp("operator") / "c", FLEETS / "small.yaml", "--without-operator")
+    yield cluster
+    stop_cluster(cluster)
+
+
+def playbook(cluster, *extra: str, check: bool = False, diff: bool = False, chart: str | None = CHART):
+    command = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/nvidia-gpu-operator.yml"]
+    if chart:
+        command += ["-e", f"gpu_operator_chart_path={chart}"]
+    command += list(extra) + (["--check"] if check else []) + (["--diff"] if diff else [])
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=ansible_env(cluster))
+
+
+def release(cluster) -> dict:
+    result = subprocess.run([f"{cluster.bin_dir}/helm", "list", "-n", "gpu-operator", "-o", "json"],
+                            capture_output=True, text=True, env=cluster.env(), check=True)
+    found = json.loads(result.stdout)
+    return found[0] if found else {}
+
+
+def recap_changed(output: str) -> int:
+    line = next(line for line in output.splitlines() if line.startswith("localhost"))
+    return int(line.split("changed=")[1].split()[0])
+
+
+def untouched(cluster, before_release: dict, before_policy_version: str) -> None:
+    assert release(cluster).get("revision") == before_release.get("revision")
+    assert cluster.policy()["metadata"]["resourceVersion"] == before_policy_version
+
+
+def test_install_is_idempotent_and_check_mode_only_shows(sim):
+    first = playbook(sim)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert recap_changed(first.stdout) == 1
+    policy = sim.policy()
+    assert policy["spec"]["mig"]["strategy"] == "mixed"
+    assert policy["status"]["state"] == "ready"
+    # The operator now runs: the node booted with 7 x 1g.5gb per GPU advertises them under mixed.
+    sim.wait(lambda: sim.allocatable("a100-40gb-1") == {"nvidia.com/mig-1g.5gb": "28"}, what="MIG resources")
+    # The role lets operands tolerate the rollout's maintenance taint.
+    assert {"key": "mig", "operator": "Exists"} in policy["spec"]["daemonsets"]["tolerations"]
+
+    again = playbook(sim)
+    assert again.returncode == 0 and recap_changed(again.stdout) == 0
+
+    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    preview = playbook(sim, "-e", "k8s_gpu_mig_strategy=single", check=True, diff=True)
+    assert preview.returncode == 0, preview.stdout[-3000:]
+    assert "-  strategy: mixed" in preview.stdout and "+  strategy: single" in preview.stdout
+    untouched(sim, before_release, before_version)
+
+
+def test_single_is_refused_while_a_node_mixes_profiles(sim):
+    labelled = run_module(sim, "mig_node_label", {"name": "a100-80gb-1", "config": "all-balanced"})
+    assert labelled["state"] == "success", labelled
+    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    refused = playbook(sim, "-e", "k8s_gpu_mig_strategy=single")
+    assert refused.returncode != 0
+    assert "cannot switch to the single MIG strategy: 1 node(s)" in refused.stdout
+    assert "a100-80gb-1 (all-balanced: More than one MIG device type present on node)" in refused.stdout
+    untouched(sim, before_release, before_version)
+    restored = run_module(sim, "mig_node_label", {"name": "a100-80gb-1", "config": "all-disabled"})
+    assert restored["state"] == "success"
+
+
+@pytest.mark.parametrize("configs, message", [
+    ({"tiny": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.99gb": 1}}]},
+     "fits none of the GPU models it could target"),
+    ({"typo": [{"devices": "all", "mig-enabled": True, "mig-devces": {"1g.10gb": 7}}]},
+     "unknown field(s) mig-devces"),
+    ({"greedy": [{"device-filter": "0x20B210DE", "devices": "all", "mig-enabled": True,
+                  "mig-devices": {"1g.10gb": 8}}]},
+     "8 x 1g.10gb exceeds the maximum of 7 per A100-SXM4-80GB GPU"),
+])
+def test_bad_custom_configs_are_refused_before_anything_changes(sim, configs, message):
+    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    refused = playbook(sim, "-e", json.dumps({"gpu_operator_mig_configs": configs}))
+    assert refused.returncode != 0
+    assert message in refused.stdout
+    assert "Install or upgrade" not in refused.stdout  # failed before the helm task
+    untouched(sim, before_release, before_version)
+
+
+def test_chart_version_and_strategy_are_validated_before_anything_runs(sim):
+    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    number = playbook(sim, "-e", json.dumps({"gpu_operator_chart_version": 26.1}), chart=None)
+    assert number.returncode != 0
+    assert "gpu_operator_chart_version must be a quoted string" in number.stdout
+    strategy = playbook(sim, "-e", "k8s_gpu_mig_strategy=double")
+    assert strategy.returncode != 0
+    assert "k8s_gpu_mig_strategy must be one of: none, single, mixed" in strategy.stdout
+    untouched(sim, before_release, before_version)
+
+
+def test_missing_helm_unreachable_chart_and_bad_kubeconfig_are_one_sentence(sim):
+    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    no_helm = playbook(sim, "-e", "gpu_operator_helm_binary=/nonexistent/helm")
+    assert "helm not found ('/nonexistent/helm' is not an executable on PATH)" in no_helm.stdout
+    unreachable = playbook(sim, "-e", "gpu_operator_chart_repo_url=http://127.0.0.1:9/charts", chart=None)
+    assert unreachable.returncode != 0
+    assert 'read chart gpu-operator: looks like "http://127.0.0.1:9/charts" is not a valid chart repository' \
+        in unreachable.stdout
+    bad_config = playbook(sim, "-e", "gpu_operator_kubeconfig=/nonexistent/kubeconfig")
+    assert bad_config.returncode != 0
+    assert ("list release gpu-operator/gpu-operator: Kubernetes cluster unreachable: stat /nonexistent/kubeconfig: "
+            "no such file or directory") in bad_config.stdout
+    for output in (no_helm.stdout, unreachable.stdout, bad_config.stdout):
+        assert "Traceback" not in output
+    untouched(sim, before_release, before_version)
+
+
+def test_custom_configs_become_the_mig_managers_configmap(sim):
+    configs = {"half-3g": [{"devices": [0, 1, 2, 3], "mig-enabled": True, "mig-devices": {"3g.40gb": 2}},
+                           {"devices": [4, 5, 6, 7], "mig-enabled": False}]}
+    installed = playbook(sim, "-e", json.dumps({"gpu_operator_mig_configs": configs}))
+    assert installed.returncode == 0, installed.stdout[-3000:]
+    assert sim.policy()["spec"]["migManager"]["config"]["name"] == "custom-mig-parted-config"
+    configmap = sim.api.get("/api/v1/namespaces/gpu-operator/configmaps/custom-mig-parted-config")
+    assert "half-3g:" in configmap["data"]["config.yaml"]
+    assert "all-disabled:" in configmap["data"]["config.yaml"]  # the standard configs stay available
+    labelled = run_module(sim, "mig_node_label", {"name": "a100-80gb-2", "config": "half-3g"})
+    assert labelled["state"] == "success", labelled
+    assert labelled["config_map"] == "gpu-operator/custom-mig-parted-config"
+    sim.wait(lambda: sim.allocatable("a100-80gb-2") == {"nvidia.com/mig-3g.40gb": "8", "nvidia.com/gpu": "4"},
+             what="half of the GPUs partitioned")
+
+
+def test_uninstall(sim):
+    removed = playbook(sim, "-e", "gpu_operator_state=absent")
+    assert removed.returncode == 0, removed.stdout[-3000:]
+    assert release(sim) == {}
+    assert sim.api.get_or_none("/apis/nvidia.com/v1/clusterpolicies/cluster-policy") is None
+    # The operands went with the ClusterPolicy (garbage collector): nothing advertises GPUs any more.
+    sim.wait(lambda: not sim.allocatable("a100-80gb-3"), what="device plugin gone")
