@@ -33,7 +33,8 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Returns the table, writes no file.
+    description: Returns the table of what would happen (C(would change), C(would resume), with the pods to evict);
+      writes no file.
   diff_mode:
     support: none
 author: NVIDIA MIG rollout toolkit maintainers

@@ -23,13 +23,18 @@ def _outcome(node: str, item: dict[str, Any], results: dict[str, dict[str, Any]]
             "evicted": evicted}
 
 
-def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]],
+            planned_only: bool = False) -> list[dict[str, Any]]:
+    """One row per node; with ``planned_only`` (check mode) the rows say what would happen."""
     rows = []
     for item in plan:
         node = item["node"]
         base = {"node": node, "from": item["from_config"], "to": item["to_config"]}
         if item["action"] == "skip":
             rows.append({**base, "result": "skipped", "reason": item["reason"], "steps": {}, "evicted": []})
+        elif planned_only:
+            rows.append({**base, "result": f"would {item['action']}", "reason": item["reason"], "steps": {},
+                         "evicted": item.get("evict") or []})
         else:
             rows.append({**base, **_outcome(node, item, results)})
     return rows

@@ -22,7 +22,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 
 def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
-    rows = entries(params["plan"], params["results"])
+    rows = entries(params["plan"], params["results"], planned_only=ctx.check_mode)
     report = {"run": params["run"], "finished": utc_now(), "wall_s": params.get("wall_s"),
               "summary": summary(rows), "nodes": rows}
     result: dict[str, Any] = {"changed": False, "summary": report["summary"], "table": table(rows), "nodes": rows}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job on the local simulated cluster: start it (without the GPU Operator), install the operator
+# with playbooks/nvidia-gpu-operator.yml, start some GPU workloads, print the rollout plan, run the rolling
+# MIG reconfiguration as the least-privileged identity, and show the report and the workloads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$(.venv/bin/simcluster bin-dir):$PATH"
+export SIMCLUSTER_DIR="${SIMCLUSTER_DIR:-$HOME/.local/state/simcluster/demo}"
+started=$(date +%s)
+step() { printf '\n\033[1m== %s (%ss)\033[0m\n' "$1" "$(( $(date +%s) - started ))"; }
+
+step "Start the simulated GPU cluster (real Kubernetes v1.34.4 control plane, simulated kubelets and NVIDIA stack)"
+simcluster up --port 0 --without-operator
+eval "$(simcluster env)"
+ADMIN="$KUBECONFIG"
+kubectl get nodes -L gpu-pool,nvidia.com/gpu.product
+
+step "Install the GPU Operator (no internet here: the stand-in chart; on a real cluster, NVIDIA's repository)"
+ansible-playbook playbooks/nvidia-gpu-operator.yml -e gpu_operator_chart_path="$PWD/tests/charts/gpu-operator"
+
+step "Least-privilege roles for the rollout, and some GPU workloads"
+kubectl apply -f rbac/mig-rollout.yaml -f rbac/bind-example.yaml -f demo/workloads.yaml
+kubectl wait --for=condition=Available deployment/train deployment/notebook deployment/web -n demo --timeout=120s
+kubectl get pods -n demo -o wide
+
+export KUBECONFIG="$SIMCLUSTER_OPERATOR_KUBECONFIG"   # the rollout runs as the non-admin identity
+INVENTORY=(-i config/hosts.yml -i config/gpu_nodes.yml -i demo/inventory)
+
+step "The plan (check mode): what changes, what is skipped, which pods would be evicted"
+ansible-playbook "${INVENTORY[@]}" playbooks/mig-reconfigure.yml --check
+
+step "The rolling MIG reconfiguration, two nodes at a time"
+ansible-playbook "${INVENTORY[@]}" playbooks/mig-reconfigure.yml -e mig_rollout_serial=2
+
+step "After: nodes, their MIG resources, and the workloads (the inference pods now have their MIG slices)"
+export KUBECONFIG="$ADMIN"
+kubectl get nodes -L nvidia.com/mig.config,nvidia.com/mig.config.state
+kubectl get pods -n demo -o wide
+step "Done: the report is in reports/latest.json. The cluster keeps running: 'export SIMCLUSTER_DIR=$SIMCLUSTER_DIR; eval \"\$(.venv/bin/simcluster env)\"' to use it, '.venv/bin/simcluster down' to stop it"
