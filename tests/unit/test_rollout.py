@@ -3,7 +3,17 @@
 from migrollout.default_config import build_default_config
 from migrollout.migconfig import parse_config
 from migrollout.rollout import record
-from migrollout.rollout.plan import CHANGE, REFUSE, RESUME, SKIP, ClusterView, order, plan_node, tolerates, untolerated
+from migrollout.rollout.plan import (
+    CHANGE,
+    REFUSE,
+    RESUME,
+    SKIP,
+    ClusterView,
+    order,
+    plan_node,
+    tolerates,
+    untolerated,
+)
 from migrollout.rollout.report import entries, table
 from migrollout.taints import Taint
 
@@ -35,7 +45,7 @@ def test_begin_records_only_what_it_adds():
 
 def test_finish_removes_exactly_what_the_record_lists():
     begun = node(taints=[{"key": "other", "effect": "NoExecute"}])
-    patch, rec = record.begin_patch(begun, "run-1", "all-1g.10gb", MAINTENANCE, cordon=True)
+    patch, _rec = record.begin_patch(begun, "run-1", "all-1g.10gb", MAINTENANCE, cordon=True)
     in_maintenance = node(taints=patch["spec"]["taints"], cordoned=True,
                           annotations={record.ANNOTATION: patch["metadata"]["annotations"][record.ANNOTATION]})
     finish, _ = record.finish_patch(in_maintenance)
