@@ -28,30 +28,6 @@ options:
     description: Node name.
     type: str
     required: true
-  gpu_only:
-    description: Select only GPU workloads. V(false) selects every pod on the node (then the filters apply).
-    type: bool
-    default: true
-  gpu_runtime_classes:
-    description: Runtime classes whose pods count as GPU workloads even without a GPU resource request.
-    type: list
-    elements: str
-    default: [nvidia]
-  pod_selector:
-    description: A label selector (C(app=train,tier!=web)) that narrows the selection.
-    type: str
-  ignore_daemonsets:
-    description: Skip DaemonSet pods instead of refusing them.
-    type: bool
-    default: true
-  delete_emptydir_data:
-    description: Evict pods with emptyDir volumes (their data is lost).
-    type: bool
-    default: false
-  force:
-    description: Evict pods no controller manages (they are not recreated) and pods of deleted DaemonSets.
-    type: bool
-    default: false
   disable_eviction:
     description: Delete pods instead of evicting them, bypassing PodDisruptionBudgets.
     type: bool
@@ -74,6 +50,7 @@ options:
     default: true
 extends_documentation_fragment:
   - kube_connection
+  - evacuation_selection
 attributes:
   check_mode:
     support: full

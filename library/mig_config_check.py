@@ -23,11 +23,7 @@ options:
     elements: str
 extends_documentation_fragment:
   - kube_connection
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
+  - read_only
 author: NVIDIA MIG rollout toolkit maintainers
 """
 

@@ -41,14 +41,9 @@ options:
     description: When the label already has O(config), restart the MIG manager so it applies it again.
     type: bool
     default: false
-  operator_namespace:
-    description: The GPU Operator's namespace. Default, the ClusterPolicy's C(status.namespace).
-    type: str
-  config_map:
-    description: The MIG config ConfigMap to check O(config) against. Default, the one the cluster uses (see above).
-    type: str
 extends_documentation_fragment:
   - kube_connection
+  - mig_setup
 attributes:
   check_mode:
     support: full

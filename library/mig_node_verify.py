@@ -34,20 +34,10 @@ options:
   gpu_count:
     description: Physical GPUs on the node, when its labels cannot tell (an invalid single-strategy layout).
     type: int
-  operator_namespace:
-    description: The GPU Operator's namespace. Default, the ClusterPolicy's C(status.namespace).
-    type: str
-  config_map:
-    description: The MIG config ConfigMap. Default, the one the cluster uses.
-    type: str
 extends_documentation_fragment:
   - kube_connection
-attributes:
-  check_mode:
-    support: full
-    description: Verification reads only; it runs the same in check mode.
-  diff_mode:
-    support: none
+  - mig_setup
+  - read_only
 author: NVIDIA MIG rollout toolkit maintainers
 """
 

@@ -31,25 +31,6 @@ options:
   to_config:
     description: The MIG config the node is being brought to (O(step=begin)).
     type: str
-  maintenance_taints:
-    description: The maintenance taints (O(step=begin)).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      key:
-        description: Taint key.
-        type: str
-        required: true
-      value:
-        description: Taint value.
-        type: str
-        default: ""
-      effect:
-        description: Taint effect.
-        type: str
-        required: true
-        choices: [NoSchedule, PreferNoSchedule, NoExecute]
   cordon:
     description: Also cordon the node (O(step=begin)).
     type: bool
@@ -64,6 +45,7 @@ options:
     default: ""
 extends_documentation_fragment:
   - kube_connection
+  - maintenance_taints
 attributes:
   check_mode:
     support: full

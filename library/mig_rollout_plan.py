@@ -23,25 +23,6 @@ options:
     description: Node name to the MIG config it should get (V(null) or empty to leave a node alone).
     type: dict
     required: true
-  maintenance_taints:
-    description: The taints the rollout puts on a node under maintenance.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      key:
-        description: Taint key.
-        type: str
-        required: true
-      value:
-        description: Taint value.
-        type: str
-        default: ""
-      effect:
-        description: Taint effect.
-        type: str
-        required: true
-        choices: [NoSchedule, PreferNoSchedule, NoExecute]
   cordon:
     description: Whether the rollout also cordons nodes.
     type: bool
@@ -53,37 +34,11 @@ options:
     description: List the pods that would be evacuated from each node.
     type: bool
     default: false
-  gpu_only:
-    description: As M(k8s_node_evacuate), for the pod listing.
-    type: bool
-    default: true
-  gpu_runtime_classes:
-    description: As M(k8s_node_evacuate), for the pod listing.
-    type: list
-    elements: str
-    default: [nvidia]
-  pod_selector:
-    description: As M(k8s_node_evacuate), for the pod listing (equality and existence terms).
-    type: str
-  ignore_daemonsets:
-    description: As M(k8s_node_evacuate), for the pod listing.
-    type: bool
-    default: true
-  delete_emptydir_data:
-    description: As M(k8s_node_evacuate), for the pod listing.
-    type: bool
-    default: false
-  force:
-    description: As M(k8s_node_evacuate), for the pod listing.
-    type: bool
-    default: false
 extends_documentation_fragment:
   - kube_connection
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
+  - maintenance_taints
+  - read_only
+  - evacuation_selection
 author: NVIDIA MIG rollout toolkit maintainers
 """
 

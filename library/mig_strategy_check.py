@@ -22,11 +22,7 @@ options:
     type: str
 extends_documentation_fragment:
   - kube_connection
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
+  - read_only
 author: NVIDIA MIG rollout toolkit maintainers
 """
 

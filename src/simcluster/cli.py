@@ -16,6 +16,7 @@ from pathlib import Path
 
 from migrollout import catalogue, clusterpolicy, labels
 from migrollout.kube import Connection, KubeClient, KubeError
+from migrollout.processes import pid_alive
 from simcluster import binaries
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
@@ -23,7 +24,6 @@ from simcluster.controlplane import (
     ClusterState,
     ControlPlane,
     free_port,
-    pid_alive,
     port_in_use,
 )
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from migrollout.processes import pid_alive
 from simcluster.binaries import Binaries
 from simcluster.certs import CertificateAuthority, write_signing_key
 
@@ -51,21 +52,6 @@ def port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); check its state.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 @dataclass

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from conftest import FLEETS, SIMCLUSTER, start_cluster, stop_cluster
 
-from simcluster.controlplane import pid_alive
+from migrollout.processes import pid_alive
 
 
 def simcluster(state_dir, *args):

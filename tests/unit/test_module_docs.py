@@ -25,10 +25,14 @@ def task_spec(module):
     return __import__(task_module, fromlist=["SPEC"]).SPEC
 
 
-def fragment_options():
-    tree = ast.parse((REPO / "doc_fragments" / "kube_connection.py").read_text())
-    text = tree.body[0].body[0].value.value
-    return yaml.safe_load(text)["options"]
+def fragment(name):
+    tree = ast.parse((REPO / "doc_fragments" / f"{name}.py").read_text())
+    cls = next(node for node in tree.body if isinstance(node, ast.ClassDef))
+    return yaml.safe_load(cls.body[0].value.value)
+
+
+def fragment_options(name="kube_connection"):
+    return fragment(name).get("options") or {}
 
 
 def compare(doc_options, spec, where):
@@ -51,9 +55,10 @@ def test_documentation_matches_argument_spec(module):
     assert docs["EXAMPLES"] and docs["RETURN"]
     spec = task_spec(module)
     options = dict(docs["DOCUMENTATION"]["options"])
-    if spec.connection:
-        assert "kube_connection" in docs["DOCUMENTATION"]["extends_documentation_fragment"]
-        options.update(fragment_options())
+    fragments = docs["DOCUMENTATION"].get("extends_documentation_fragment") or []
+    assert ("kube_connection" in fragments) == spec.connection
+    for name in fragments:
+        options.update(fragment_options(name))
     compare(options, spec.full_argument_spec, module)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from migrollout import kube
 from migrollout.kube import Connection, KubeClient, KubeError
+from migrollout.processes import pid_alive
 
 LEASE_NAME = "mig-rollout"
 HOLDER_ANNOTATION = "mig-rollout.nvidia-mig-rollout.io/holder"
@@ -199,19 +200,6 @@ def stop_renewer(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def renew_loop(api: KubeClient, namespace: str, holder: str, duration_s: int, watch_pid: int) -> str:
     """Renew until the watched process is gone or the Lease is no longer ours; returns why it stopped."""
     interval = max(1.0, duration_s / 3)
@@ -219,7 +207,7 @@ def renew_loop(api: KubeClient, namespace: str, holder: str, duration_s: int, wa
     failures = 0
     while True:
         time.sleep(interval)
-        if not _alive(watch_pid):
+        if not pid_alive(watch_pid):
             return f"process {watch_pid} is gone: the Lease will expire"
         try:
             # One request: the test fails (422) if the Lease is no longer ours, so we never renew another's.

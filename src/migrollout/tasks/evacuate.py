@@ -9,14 +9,19 @@ from migrollout.ansible_glue import TaskContext, TaskFailed, TaskSpec
 from migrollout.evacuation.engine import Evacuator
 from migrollout.evacuation.selection import Options
 
-ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
-    "name": {"type": "str", "required": True},
+# Which pods leave, and which the filters let go: shared with the rollout's plan (its check-mode listing).
+SELECTION_SPEC: dict[str, dict[str, Any]] = {
     "gpu_only": {"type": "bool", "default": True},
     "gpu_runtime_classes": {"type": "list", "elements": "str", "default": ["nvidia"]},
     "pod_selector": {"type": "str"},
     "ignore_daemonsets": {"type": "bool", "default": True},
     "delete_emptydir_data": {"type": "bool", "default": False},
     "force": {"type": "bool", "default": False},
+}
+
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "name": {"type": "str", "required": True},
+    **SELECTION_SPEC,
     "disable_eviction": {"type": "bool", "default": False},
     "grace_period": {"type": "int", "default": -1},
     "timeout": {"type": "int", "default": 600},
@@ -28,6 +33,12 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 def _names(entries: list[dict[str, Any]]) -> str:
     shown = ", ".join(f"{e['namespace']}/{e['name']}" for e in entries[:5])
     return shown + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+
+
+def selection_options(params: dict[str, Any]) -> Options:
+    return Options(gpu_only=params["gpu_only"], gpu_runtime_classes=tuple(params["gpu_runtime_classes"]),
+                   ignore_daemonsets=params["ignore_daemonsets"], delete_emptydir_data=params["delete_emptydir_data"],
+                   force=params["force"])
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
@@ -44,12 +55,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             t.get("effect") in ("NoSchedule", "NoExecute") for t in nodes.node_taints(node)):
         ctx.warn(f"node {name} is neither cordoned nor tainted NoSchedule: evicted pods may be scheduled "
                  f"right back onto it (taint it first with k8s_node_taint)")
-    options = Options(
-        gpu_only=params["gpu_only"], gpu_runtime_classes=tuple(params["gpu_runtime_classes"]),
-        ignore_daemonsets=params["ignore_daemonsets"], delete_emptydir_data=params["delete_emptydir_data"],
-        force=params["force"],
-    )
-    evacuator = Evacuator(ctx.api, name, options, pod_selector=params.get("pod_selector"),
+    evacuator = Evacuator(ctx.api, name, selection_options(params), pod_selector=params.get("pod_selector"),
                           timeout=params["timeout"], max_parallel=params["max_parallel"],
                           grace_period=params["grace_period"], disable_eviction=params["disable_eviction"])
     if ctx.check_mode:

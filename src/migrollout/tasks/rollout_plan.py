@@ -6,10 +6,10 @@ from typing import Any
 
 from migrollout import clusterpolicy, kube, labels
 from migrollout.ansible_glue import TaskContext, TaskFailed, TaskSpec
-from migrollout.evacuation.selection import Options
 from migrollout.migconfig import MigConfigError, parse_configmap
 from migrollout.migsetup import read_policy
 from migrollout.rollout.plan import CHANGE, REFUSE, RESUME, SKIP, ClusterView, order, plan_node, untolerated
+from migrollout.tasks.evacuate import SELECTION_SPEC, selection_options
 from migrollout.tasks.taint import TAINT_OPTIONS, parse_taints
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
@@ -18,12 +18,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "cordon": {"type": "bool", "default": False},
     "operator_namespace": {"type": "str"},
     "list_pods": {"type": "bool", "default": False},
-    "gpu_only": {"type": "bool", "default": True},
-    "gpu_runtime_classes": {"type": "list", "elements": "str", "default": ["nvidia"]},
-    "pod_selector": {"type": "str"},
-    "ignore_daemonsets": {"type": "bool", "default": True},
-    "delete_emptydir_data": {"type": "bool", "default": False},
-    "force": {"type": "bool", "default": False},
+    **SELECTION_SPEC,
 }
 
 
@@ -90,9 +85,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         raise TaskFailed("give at least one maintenance taint or cordon: otherwise evicted GPU pods land right "
                          "back on the node being reconfigured")
     view = gather(ctx, params["list_pods"])
-    options = Options(gpu_only=params["gpu_only"], gpu_runtime_classes=tuple(params["gpu_runtime_classes"]),
-                      ignore_daemonsets=params["ignore_daemonsets"],
-                      delete_emptydir_data=params["delete_emptydir_data"], force=params["force"])
+    options = selection_options(params)
     matcher = _selector_matcher(params.get("pod_selector"))
     plans = order([plan_node(view, name, desired, options, matcher)
                    for name, desired in params["nodes"].items()])

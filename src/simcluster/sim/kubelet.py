@@ -115,17 +115,6 @@ def lease_manifest(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def requests_gpu(pod: dict[str, Any]) -> bool:
-    spec = pod.get("spec", {})
-    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-        resources = container.get("resources") or {}
-        for section in ("limits", "requests"):
-            for name in resources.get(section) or {}:
-                if name == "nvidia.com/gpu" or name.startswith("nvidia.com/mig-"):
-                    return True
-    return False
-
-
 def is_job_pod(pod: dict[str, Any]) -> bool:
     return any(ref.get("kind") == "Job" and ref.get("controller") for ref in
                pod.get("metadata", {}).get("ownerReferences") or [])

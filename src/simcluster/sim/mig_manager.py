@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from migrollout import labels
+from migrollout.evacuation.selection import requests_gpu
 from migrollout.migconfig import GpuLayout, apply_layouts, layout_problems, resolve
 from simcluster.sim import hardware
 from simcluster.sim.hardware import NodeFaults
-from simcluster.sim.kubelet import requests_gpu
 
 if TYPE_CHECKING:
     from simcluster.sim.simulator import NodeView, Simulator

@@ -1,0 +1,26 @@
+# The rollout's maintenance taints option (mig_rollout_plan, mig_rollout_node).
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  maintenance_taints:
+    description: The taints the rollout puts on a node under maintenance.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      key:
+        description: Taint key.
+        type: str
+        required: true
+      value:
+        description: Taint value.
+        type: str
+        default: ""
+      effect:
+        description: Taint effect.
+        type: str
+        required: true
+        choices: [NoSchedule, PreferNoSchedule, NoExecute]
+"""
