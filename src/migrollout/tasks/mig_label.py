@@ -7,6 +7,7 @@ from typing import Any
 
 from migrollout import kube, labels, nodes
 from migrollout.ansible_glue import TaskContext, TaskFailed, TaskSpec
+from migrollout.catalogue import GpuModel
 from migrollout.migconfig import devices_per_gpu, fit_problems
 from migrollout.migsetup import MigSetup, discover
 from migrollout.migstate import FollowResult, follow
@@ -31,10 +32,9 @@ def manager_running(ctx: TaskContext, setup: MigSetup, name: str) -> dict[str, A
                  and not p["metadata"].get("deletionTimestamp")), None)
 
 
-def validate(ctx: TaskContext, node: dict[str, Any], setup: MigSetup, config: str) -> int:
+def validate(node: dict[str, Any], model: GpuModel, setup: MigSetup, config: str) -> int:
     """Everything that must hold before the node is touched; returns the physical GPU count."""
     name = node["metadata"]["name"]
-    model = nodes.require_mig_node(node)
     if config not in setup.config:
         known = ", ".join(setup.config.names()[:12])
         raise TaskFailed(f"node {name}: MIG config {config} is not in ConfigMap {setup.namespace}/"
@@ -56,9 +56,9 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     if params["timeout"] <= 0:
         raise TaskFailed("timeout must be positive")
     node = nodes.read(ctx.api, name)
-    nodes.require_mig_node(node)
+    model = nodes.require_mig_node(node)  # before reading the operator's settings: the clearer error first
     setup = discover(ctx.api, name, params.get("operator_namespace"), params.get("config_map"), need_strategy=False)
-    validate(ctx, node, setup, config)
+    validate(node, model, setup, config)
     current, state = nodes.mig_config(node), nodes.mig_state(node)
     result: dict[str, Any] = {"name": name, "config": config, "previous_config": current,
                               "previous_state": state, "config_map": f"{setup.namespace}/{setup.config_map}",

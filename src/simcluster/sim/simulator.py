@@ -21,7 +21,8 @@ import yaml
 
 from migrollout import clusterpolicy, kube
 from migrollout.kube import KubeClient, KubeError
-from migrollout.migconfig import GpuLayout, MigConfigError, MigPartedConfig, parse_configmap
+from migrollout.migconfig import GpuLayout, MigPartedConfig
+from migrollout.migsetup import SetupError, read_config_map
 from simcluster.fleet import Fleet
 from simcluster.sim import hardware
 from simcluster.sim.kubelet import Kubelet
@@ -184,17 +185,12 @@ class Simulator:
         return clusterpolicy.namespace(self.operator.policy(), self.fleet.simulation.operator_namespace)
 
     def load_mig_config(self, view: NodeView) -> tuple[MigPartedConfig | None, str]:
-        policy = self.operator.policy()
-        namespace = self.operator_namespace()
-        for name in clusterpolicy.config_map_candidates(policy, view.name):
-            configmap = self.api.get_or_none(kube.configmap_path(namespace, name), what=f"read ConfigMap {name}")
-            if configmap is None:
-                continue
-            try:
-                return parse_configmap(configmap), ""
-            except MigConfigError as exc:
-                return None, str(exc)
-        return None, f"no MIG config ConfigMap found in namespace {namespace}"
+        """The config this node's MIG manager reads (the same lookup the toolkit uses), or why there is none."""
+        candidates = clusterpolicy.config_map_candidates(self.operator.policy(), view.name)
+        try:
+            return read_config_map(self.api, self.operator_namespace(), candidates)[1], ""
+        except SetupError as exc:
+            return None, str(exc)
 
     def ready_for(self, pod: dict[str, Any]) -> float:
         """Seconds since the (simulated) kubelet made this pod ready; long ago if before a restart."""
