@@ -17,7 +17,9 @@ description:
     C(success) is never taken for the new one.
   - Already at O(config) with state C(success) changes nothing. The MIG manager only reacts to a change
     of the label's value, so re-applying the same config (after a C(failed), or after the ConfigMap entry
-    was edited) restarts the MIG manager pod instead; that needs O(reapply=true).
+    was edited) restarts the MIG manager pod instead; that needs O(reapply=true). The restart is refused when
+    the node carries a taint the MIG manager's pod does not tolerate, since its replacement could not be
+    scheduled and the node would be left without a MIG manager.
 options:
   name:
     description: Node name.

@@ -87,3 +87,15 @@ def same(left: list[dict[str, Any]], right: list[dict[str, Any]]) -> bool:
 
 def present(current: list[dict[str, Any]], taint: Taint) -> bool:
     return any(matches(item, taint) and str(item.get("value") or "") == taint.value for item in current)
+
+
+def tolerates(toleration: Mapping[str, Any], taint: Taint) -> bool:
+    """Kubernetes' rule: does this toleration let a pod past this taint?"""
+    if toleration.get("effect") and toleration["effect"] != taint.effect:
+        return False
+    operator = toleration.get("operator", "Equal")
+    if not toleration.get("key"):
+        return operator == "Exists"
+    if toleration["key"] != taint.key:
+        return False
+    return operator == "Exists" or str(toleration.get("value") or "") == taint.value

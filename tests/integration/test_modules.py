@@ -393,3 +393,21 @@ def test_label_and_verify_through_the_module_path(cluster, node_pool, monkeypatc
     assert verified["mismatches"] == [] and "AnsiballZ_mig_node_verify.py" in verified["_log"]
     evacuated = run_module(cluster, "k8s_node_evacuate", {"name": node}, verbose=True)
     assert evacuated["changed"] is False and "AnsiballZ_k8s_node_evacuate.py" in evacuated["_log"]
+
+
+def test_reapply_refuses_to_strand_a_node_without_its_mig_manager(cluster, node_pool):
+    node = node_pool.take("h100")
+    cluster.annotate(node, {"simcluster.dev/fault-apply-fails": "true"})
+    assert run_module(cluster, "mig_node_label", {"name": node, "config": "all-7g.80gb"})["failed"] is True
+    cluster.annotate(node, {"simcluster.dev/fault-apply-fails": None})
+    manager = cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}",
+                           label_selector="app=nvidia-mig-manager")[0]["metadata"]["uid"]
+    # A taint the MIG manager's DaemonSet does not tolerate: a restarted manager could never come back.
+    cluster.api.patch(kube.node_path(node), {"spec": {"taints": [{"key": "team", "value": "ml",
+                                                                  "effect": "NoSchedule"}]}})
+    refused = run_module(cluster, "mig_node_label", {"name": node, "config": "all-7g.80gb", "reapply": True})
+    assert refused["failed"] is True
+    assert "would strand the node: the new pod could not be scheduled past taint team=ml:NoSchedule" in refused["msg"]
+    assert cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}",
+                        label_selector="app=nvidia-mig-manager")[0]["metadata"]["uid"] == manager
+    cluster.api.patch(kube.node_path(node), {"spec": {"taints": None}})

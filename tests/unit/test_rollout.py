@@ -11,11 +11,10 @@ from migrollout.rollout.plan import (
     ClusterView,
     order,
     plan_node,
-    tolerates,
     untolerated,
 )
 from migrollout.rollout.report import entries, table
-from migrollout.taints import Taint
+from migrollout.taints import Taint, tolerates
 
 MAINTENANCE = [Taint("mig", "NoSchedule", "maintenance")]
 

@@ -17,7 +17,7 @@ from migrollout.evacuation.selection import EVICT, Options
 from migrollout.evacuation.selection import plan as evacuation_plan
 from migrollout.migconfig import MigPartedConfig, devices_per_gpu, fit_problems
 from migrollout.rollout import record
-from migrollout.taints import Taint
+from migrollout.taints import Taint, tolerates
 from migrollout.verification import compare, expect
 
 CHANGE, RESUME, SKIP, REFUSE = "change", "resume", "skip", "refuse"
@@ -54,17 +54,6 @@ class ClusterView:
     managers: Mapping[str, bool]                      # node -> a MIG manager pod runs there
     daemonsets: list[dict[str, Any]]
     pods_by_node: Mapping[str, list[dict[str, Any]]] | None = None
-
-
-def tolerates(toleration: Mapping[str, Any], taint: Taint) -> bool:
-    if toleration.get("effect") and toleration["effect"] != taint.effect:
-        return False
-    operator = toleration.get("operator", "Equal")
-    if not toleration.get("key"):
-        return operator == "Exists"
-    if toleration["key"] != taint.key:
-        return False
-    return operator == "Exists" or str(toleration.get("value") or "") == taint.value
 
 
 def untolerated(daemonsets: list[dict[str, Any]], maintenance: list[Taint]) -> list[str]:

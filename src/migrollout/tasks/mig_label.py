@@ -11,6 +11,7 @@ from migrollout.catalogue import GpuModel
 from migrollout.migconfig import devices_per_gpu, fit_problems
 from migrollout.migsetup import MigSetup, discover
 from migrollout.migstate import FollowResult, follow
+from migrollout.taints import Taint, tolerates
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "name": {"type": "str", "required": True},
@@ -30,6 +31,17 @@ def manager_running(ctx: TaskContext, setup: MigSetup, name: str) -> dict[str, A
                            field_selector=f"spec.nodeName={name}", label_selector=f"app={labels.APP_MIG_MANAGER}")
     return next((p for p in pods if p.get("status", {}).get("phase") == "Running"
                  and not p["metadata"].get("deletionTimestamp")), None)
+
+
+def untolerated_taints(pod: dict[str, Any], node: dict[str, Any]) -> list[str]:
+    """The node's NoSchedule/NoExecute taints this (DaemonSet) pod does not tolerate: a replacement would not land."""
+    tolerations = pod.get("spec", {}).get("tolerations") or []
+    blocking = []
+    for item in nodes.node_taints(node):
+        taint = Taint.from_dict(item)
+        if taint.effect in ("NoSchedule", "NoExecute") and not any(tolerates(t, taint) for t in tolerations):
+            blocking.append(str(taint))
+    return blocking
 
 
 def validate(node: dict[str, Any], model: GpuModel, setup: MigSetup, config: str) -> int:
@@ -85,6 +97,13 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         raise TaskFailed(f"node {name}: no running MIG manager pod (namespace {setup.namespace}, app="
                          f"{labels.APP_MIG_MANAGER}); nothing would apply the config. Is "
                          f"{labels.DEPLOY_MIG_MANAGER}=true on the node?", **result)
+
+    if retrigger and manager is not None:
+        stranded = untolerated_taints(manager, node)
+        if stranded:
+            raise TaskFailed(f"node {name}: restarting its MIG manager to re-apply {config} would strand the node: "
+                             f"the new pod could not be scheduled past taint {', '.join(stranded)} (the MIG manager's "
+                             f"DaemonSet does not tolerate it)", **result)
 
     writes = current != config or retrigger
     if ctx.diff and writes:

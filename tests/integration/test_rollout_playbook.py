@@ -1,0 +1,78 @@
+"""playbooks/mig-reconfigure.yml paths the Molecule scenarios do not take: cordon instead of a taint, an
+admin's own taint left alone, a blocked evacuation, and the rollback of a failed node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import REPO, ansible_env
+
+from migrollout import kube
+
+RECORD = "mig-rollout.nvidia-mig-rollout.io/record"
+
+
+def rollout(cluster, node, report_dir, *extra):
+    command = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/mig-reconfigure.yml", "--limit", node,
+               "-e", f"mig_rollout_report_dir={report_dir}", *extra]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=ansible_env(cluster))
+
+
+def test_blocked_evacuation_fails_the_node_rolls_it_back_and_keeps_it_out_of_service(cluster, node_pool, tmp_path):
+    node = node_pool.take("h100")
+    # GPU nodes reserved for GPU work, a common admin taint (the operator's pods tolerate it).
+    admin_taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    cluster.api.patch(kube.node_path(node), {"spec": {"taints": [admin_taint]}})
+    namespace = cluster.namespace()
+    cluster.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pinned", "namespace": namespace},
+                   "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "pinned"}},
+                            "template": {"metadata": {"labels": {"app": "pinned"}},
+                                         "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+                                                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                                                  "containers": [{
+                                             "name": "cuda", "image": "cuda",
+                                             "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
+    cluster.apply({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                   "metadata": {"name": "pinned", "namespace": namespace},
+                   "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "pinned"}}}})
+    cluster.wait(lambda: any(p["status"].get("phase") == "Running" for p in cluster.pods(namespace)), what="pinned pod")
+    cluster.wait(lambda: cluster.api.get(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/pinned")
+                 ["status"].get("currentHealthy") == 1, what="PDB observed")
+
+    # The shared cluster's operator does not tolerate a mig taint: roll out with a cordon instead.
+    result = rollout(cluster, node, tmp_path, "-e", "mig_config=all-1g.10gb", "-e", "mig_rollout_cordon=true",
+                     "-e", json.dumps({"mig_rollout_maintenance_taints": []}),
+                     "-e", "mig_rollout_evacuation_timeout=5", "-e", "mig_rollout_rollback_on_failure=true")
+    assert result.returncode != 0
+    assert (tmp_path / "latest.json").exists(), result.stdout[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    row = report["nodes"][0]
+    assert row["result"] == "failed"
+    assert row["reason"].startswith(f"{node}: step 'Evacuate the node's GPU workloads' failed: node {node}: "
+                                    f"1 pods still there after 5 s")
+    assert f"blocked by PodDisruptionBudget {namespace}/pinned" in row["reason"]
+    assert "rolled back to all-disabled" in row["reason"]
+
+    after = cluster.node(node)
+    record = json.loads(after["metadata"]["annotations"][RECORD])
+    assert after["spec"]["unschedulable"] is True                     # still out of service
+    assert admin_taint in after["spec"]["taints"]                      # the admin's taint untouched
+    assert record["step"] == "failed" and record["cordoned"] is True and record["added_taints"] == []
+    assert after["metadata"]["labels"]["nvidia.com/mig.config"] == "all-disabled"
+    assert after["metadata"]["labels"]["nvidia.com/mig.config.state"] == "success"
+
+    # Once the budget allows it, the next run resumes the node first, completes it, and undoes only the cordon.
+    cluster.api.delete(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/pinned")
+    again = rollout(cluster, node, tmp_path, "-e", "mig_config=all-1g.10gb", "-e", "mig_rollout_cordon=true",
+                    "-e", json.dumps({"mig_rollout_maintenance_taints": []}), "-e", "mig_rollout_evacuation_timeout=30")
+    assert again.returncode == 0, again.stdout[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["nodes"][0]["result"] == "resumed"
+    assert report["nodes"][0]["evicted"]
+    done = cluster.node(node)
+    assert not done["spec"].get("unschedulable")
+    assert done["spec"]["taints"] == [admin_taint]
+    assert RECORD not in (done["metadata"].get("annotations") or {})
+    assert done["metadata"]["labels"]["nvidia.com/mig.config"] == "all-1g.10gb"
+    cluster.api.patch(kube.node_path(node), {"spec": {"taints": None}})
