@@ -138,6 +138,10 @@ def test_taint_bad_input_changes_nothing(cluster, node_pool, args, message):
 
 def test_module_path_matches_in_process_path(cluster, node_pool, monkeypatch):
     node = node_pool.take("h200")
+    in_process = run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, check=True,
+                            verbose=True)
+    assert in_process["changed"] is True
+    assert "AnsiballZ" not in in_process["_log"]  # on the control host the action plugin ran it in-process
     monkeypatch.setenv("MIGROLLOUT_IN_PROCESS", "0")
     result = run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, verbose=True)
     assert result["changed"] is True
