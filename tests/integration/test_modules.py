@@ -415,3 +415,29 @@ def test_reapply_refuses_to_strand_a_node_without_its_mig_manager(cluster, node_
     assert cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}",
                         label_selector="app=nvidia-mig-manager")[0]["metadata"]["uid"] == manager
     cluster.api.patch(kube.node_path(node), {"spec": {"taints": None}})
+
+
+def test_evacuation_ends_promptly_when_a_late_pod_is_refused(cluster, node_pool, namespace):
+    """A pod bound to the node just after the listing and refused by the filters ends the evacuation at once,
+    even while another eviction is still retrying against its disruption budget."""
+    from migrollout.evacuation.engine import Evacuator
+    from migrollout.evacuation.selection import Options
+
+    node = node_pool.take("h200")
+    cluster.apply(gpu_deployment(namespace, "held", "h200", 1, extra_spec={"nodeName": node}))
+    cluster.apply({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                   "metadata": {"name": "held", "namespace": namespace},
+                   "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "held"}}}})
+    wait_running(cluster, namespace, "held", 1)
+    cluster.wait(lambda: cluster.api.get(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/held")
+                 ["status"].get("currentHealthy") == 1, what="PDB observed")
+    evacuator = Evacuator(cluster.api, node, Options(), pod_selector=None, timeout=60)
+    pods, version = evacuator.list_pods()
+    cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "late", "namespace": namespace},
+                   "spec": {"nodeName": node, "containers": [{"name": "c", "image": "cuda",
+                                                               "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}})
+    time.sleep(1.1)  # created before the evacuation starts (timestamps have one-second resolution)
+    started = time.monotonic()
+    outcome = evacuator.run(pods, version)
+    assert time.monotonic() - started < 15
+    assert [r["name"] for r in outcome.refused] == ["late"]

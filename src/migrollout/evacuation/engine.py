@@ -85,6 +85,7 @@ class Evacuator:
         self._gone: dict[str, float] = {}
         self._pdb_of: dict[str, str] = {}
         self._fatal: KubeError | None = None
+        self._stop = threading.Event()  # set when the evacuation ends: retrying workers stop with it
 
     # -- planning ------------------------------------------------------------------------------------------------
 
@@ -135,7 +136,7 @@ class Evacuator:
     def _remove(self, decision: Decision, deadline: float) -> None:
         uid = decision.pod["metadata"]["uid"]
         delay = BACKOFF_FIRST_S
-        while True:
+        while not self._stop.is_set():
             with self._lock:
                 if uid in self._gone or self._fatal is not None:
                     return
@@ -158,7 +159,7 @@ class Evacuator:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            time.sleep(min(remaining, delay * random.uniform(0.8, 1.2)))
+            self._stop.wait(min(remaining, delay * random.uniform(0.8, 1.2)))
             delay = min(delay * 1.5, BACKOFF_MAX_S)
 
     def _mark_gone(self, uid: str) -> None:
@@ -222,7 +223,7 @@ class Evacuator:
             result.duration_s = time.monotonic() - started
             return result  # nothing to evict: no watch needed
 
-        stop = threading.Event()
+        stop = self._stop
         pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="evict")
 
         def submit(decision: Decision) -> None:
