@@ -8,6 +8,7 @@ from typing import Any
 from migrollout import catalogue, labels
 from migrollout.catalogue import GpuModel
 from migrollout.kube import KubeClient, KubeError, node_path, retry_on_conflict
+from migrollout.migconfig import MigPartedConfig, devices_per_gpu
 
 Node = dict[str, Any]
 
@@ -59,13 +60,13 @@ def paused_operands(node: Node) -> dict[str, str]:
     return {k: v for k, v in node_labels(node).items() if k.startswith(labels.DEPLOY_PREFIX) and v == labels.PAUSED}
 
 
-def physical_gpu_count(node: Node, per_gpu_devices: Callable[[str], int | None]) -> int | None:
+def physical_gpu_count(node: Node, config: MigPartedConfig, model: GpuModel) -> int | None:
     """The number of physical GPUs, from GPU feature discovery's labels.
 
     ``gpu.count`` counts physical GPUs, except under the single strategy with MIG on,
-    where it counts MIG devices; then the node's current config says how many devices
-    each GPU holds (``per_gpu_devices(config)``). None when it cannot be known
-    (e.g. an invalid single-strategy layout).
+    where it counts MIG devices; then the node's current config (resolved with ``config``)
+    says how many devices each GPU holds. None when it cannot be known (e.g. an invalid
+    single-strategy layout).
     """
     found = node_labels(node)
     try:
@@ -77,7 +78,7 @@ def physical_gpu_count(node: Node, per_gpu_devices: Callable[[str], int | None])
         return count
     if product.endswith("-MIG-INVALID") or found.get(labels.MIG_CONFIG_STATE) != "success":
         return None
-    per_gpu = per_gpu_devices(found.get(labels.MIG_CONFIG, ""))
+    per_gpu = devices_per_gpu(config, found.get(labels.MIG_CONFIG, ""), model)
     if not per_gpu or count % per_gpu:
         return None
     return count // per_gpu

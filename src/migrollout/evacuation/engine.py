@@ -115,21 +115,23 @@ class Evacuator:
     def _remove_once(self, decision: Decision, dry_run: bool) -> None:
         meta = decision.pod["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-        what = f"evict pod {namespace}/{name}"
         dry = "All" if dry_run else None
-        if decision.action == DELETE or self.disable_eviction:
+
+        def delete() -> None:
             self.api.delete(kube.pod_path(namespace, name), what=f"delete pod {namespace}/{name}",
                             body=self._delete_options(uid), dryRun=dry)
+
+        if decision.action == DELETE or self.disable_eviction:
+            delete()
             return
         body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace},
                 "deleteOptions": self._delete_options(uid)}
         try:
-            self.api.create(kube.pod_path(namespace, name) + "/eviction", body, what=what, dryRun=dry)
+            self.api.create(kube.pod_path(namespace, name) + "/eviction", body, what=f"evict pod {namespace}/{name}",
+                            dryRun=dry)
         except KubeError as exc:
             if exc.status == 403 and "terminat" in exc.message:
-                # The namespace is being deleted: evictions are refused, deleting is what remains.
-                self.api.delete(kube.pod_path(namespace, name), what=f"delete pod {namespace}/{name}",
-                                body=self._delete_options(uid), dryRun=dry)
+                delete()  # the namespace is being deleted: evictions are refused, deleting is what remains
                 return
             raise
 

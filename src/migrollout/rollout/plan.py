@@ -15,7 +15,7 @@ from typing import Any
 from migrollout import clusterpolicy, labels, nodes
 from migrollout.evacuation.selection import EVICT, Options
 from migrollout.evacuation.selection import plan as evacuation_plan
-from migrollout.migconfig import MigPartedConfig, devices_per_gpu, fit_problems
+from migrollout.migconfig import MigPartedConfig, fit_problems
 from migrollout.rollout import record
 from migrollout.taints import Taint, tolerates
 from migrollout.verification import compare, expect
@@ -106,7 +106,7 @@ def plan_node(view: ClusterView, name: str, desired: str | None, evacuation: Opt
     if desired not in config:
         plan.action, plan.reason = REFUSE, f"MIG config {desired} is not in ConfigMap {view.namespace}/{source}"
         return plan
-    count = nodes.physical_gpu_count(node, lambda c: devices_per_gpu(config, c, model))
+    count = nodes.physical_gpu_count(node, config, model)
     if not count:
         plan.action, plan.reason = REFUSE, f"node {name}: cannot tell how many GPUs it has from its labels"
         return plan

@@ -8,7 +8,7 @@ from typing import Any
 from migrollout import kube, labels, nodes
 from migrollout.ansible_glue import TaskContext, TaskFailed, TaskSpec
 from migrollout.catalogue import GpuModel
-from migrollout.migconfig import devices_per_gpu, fit_problems
+from migrollout.migconfig import fit_problems
 from migrollout.migsetup import MigSetup, discover
 from migrollout.migstate import FollowResult, follow
 from migrollout.taints import Taint, tolerates
@@ -51,7 +51,7 @@ def validate(node: dict[str, Any], model: GpuModel, setup: MigSetup, config: str
         known = ", ".join(setup.config.names()[:12])
         raise TaskFailed(f"node {name}: MIG config {config} is not in ConfigMap {setup.namespace}/"
                          f"{setup.config_map} (it has {known}{', ...' if len(setup.config.names()) > 12 else ''})")
-    count = nodes.physical_gpu_count(node, lambda current: devices_per_gpu(setup.config, current, model))
+    count = nodes.physical_gpu_count(node, setup.config, model)
     if count is None:
         raise TaskFailed(f"node {name}: cannot tell how many GPUs it has from its labels "
                          f"({labels.GPU_COUNT}={nodes.node_labels(node).get(labels.GPU_COUNT)})")

@@ -8,7 +8,7 @@ from migrollout import catalogue, clusterpolicy, labels, nodes
 from migrollout.advertised import STRATEGIES, single_strategy_error
 from migrollout.ansible_glue import TaskContext, TaskFailed, TaskSpec
 from migrollout.default_config import build_default_config
-from migrollout.migconfig import DISABLED, MigPartedConfig, devices_per_gpu, parse_config, resolve
+from migrollout.migconfig import DISABLED, MigPartedConfig, parse_config, resolve
 from migrollout.migsetup import SetupError, read_config_map, read_policy
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
@@ -59,7 +59,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         if config not in mig_config:
             result["offending"].append({"node": name, "config": config, "reason": f"{config} is not in {source}"})
             continue
-        count = nodes.physical_gpu_count(node, lambda current, m=model, c=mig_config: devices_per_gpu(c, current, m))
+        count = nodes.physical_gpu_count(node, mig_config, model)
         if count is None:
             result["offending"].append({"node": name, "config": config, "reason": "GPU count unknown"})
             continue

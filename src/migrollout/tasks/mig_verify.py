@@ -9,7 +9,6 @@ from migrollout import labels, nodes
 from migrollout.advertised import STRATEGIES
 from migrollout.ansible_glue import TaskContext, TaskFailed, TaskSpec
 from migrollout.kube import KubeError
-from migrollout.migconfig import devices_per_gpu
 from migrollout.migsetup import discover
 from migrollout.verification import compare, expect
 
@@ -39,8 +38,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                      params.get("strategy"))
     if config not in setup.config:
         raise TaskFailed(f"node {name}: MIG config {config} is not in ConfigMap {setup.namespace}/{setup.config_map}")
-    count = params.get("gpu_count") or nodes.physical_gpu_count(
-        node, lambda current: devices_per_gpu(setup.config, current, model))
+    count = params.get("gpu_count") or nodes.physical_gpu_count(node, setup.config, model)
     if not count:
         raise TaskFailed(f"node {name}: cannot tell how many GPUs it has from its labels; pass gpu_count")
     expectation = expect(setup.config, config, model, count, setup.strategy)
