@@ -8,10 +8,11 @@ are never touched.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from migrollout.timestamps import time_text
 
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
@@ -52,10 +53,6 @@ def matches(existing: Mapping[str, Any], taint: Taint) -> bool:
     return existing.get("key") == taint.key and existing.get("effect") == taint.effect
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def add(current: list[dict[str, Any]], wanted: Iterable[Taint]) -> list[dict[str, Any]]:
     """``current`` with every ``wanted`` taint present (values updated in place, new ones appended)."""
     result = [dict(item) for item in current]
@@ -64,7 +61,7 @@ def add(current: list[dict[str, Any]], wanted: Iterable[Taint]) -> list[dict[str
         if found is None:
             entry: dict[str, Any] = taint.to_dict()
             if taint.effect == "NoExecute":
-                entry["timeAdded"] = _now()  # as kubectl does; eviction timing counts from here
+                entry["timeAdded"] = time_text()  # as kubectl does; eviction timing counts from here
             result.append(entry)
         elif str(found.get("value") or "") != taint.value:
             found["value"] = taint.value

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from migrollout import catalogue, clusterpolicy, labels
+from migrollout import catalogue, clusterpolicy, labels, nodes
 from migrollout.kube import Connection, KubeClient, KubeError
 from migrollout.processes import pid_alive
 from simcluster import binaries
@@ -52,8 +52,8 @@ def _api_ready(state: ClusterState) -> bool:
 
 def _settled(api: KubeClient, expected: set[str], with_operator: bool) -> str:
     """What the cluster still lacks before tests can use it ("" when settled)."""
-    nodes, _ = api.list("/api/v1/nodes", what="list nodes")
-    present = {node["metadata"]["name"]: node for node in nodes}
+    listed, _ = api.list("/api/v1/nodes", what="list nodes")
+    present = {node["metadata"]["name"]: node for node in listed}
     missing = expected - set(present)
     if missing:
         return f"{len(missing)} of {len(expected)} nodes not registered yet"
@@ -80,10 +80,9 @@ def _settled(api: KubeClient, expected: set[str], with_operator: bool) -> str:
 
 
 def _node_ready(node: dict) -> bool:
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                for c in node.get("status", {}).get("conditions") or [])
-    tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in node.get("spec", {}).get("taints") or [])
-    return ready and not tainted
+    """Ready, and the node-lifecycle controller has lifted its not-ready taint."""
+    tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in nodes.node_taints(node))
+    return nodes.is_ready(node) and not tainted
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -198,9 +197,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     api = _client(state)
     version = api.get("/version").get("gitVersion")
-    nodes, _ = api.list("/api/v1/nodes")
-    ready = sum(1 for node in nodes if _node_ready(node))
-    print(f"API server {state.server} ({version}); nodes: {ready}/{len(nodes)} Ready")
+    listed, _ = api.list("/api/v1/nodes")
+    ready = sum(1 for node in listed if _node_ready(node))
+    print(f"API server {state.server} ({version}); nodes: {ready}/{len(listed)} Ready")
     try:
         policies, _ = api.list(clusterpolicy.path())
     except KubeError:

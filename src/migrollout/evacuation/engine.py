@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime
 import random
 import threading
 import time
@@ -32,6 +31,7 @@ from migrollout.evacuation.selection import (
     selected,
 )
 from migrollout.kube import KubeClient, KubeError
+from migrollout.timestamps import time_text
 
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 5.0
@@ -210,7 +210,7 @@ class Evacuator:
     def run(self, pods: list[dict[str, Any]], version: str) -> EvacuationResult:
         """Evacuate after a successful plan of ``pods`` (listed at ``version``)."""
         started = time.monotonic()
-        started_wall = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        started_wall = time_text()
         deadline = started + self.timeout
         result = EvacuationResult()
         targets: dict[str, Decision] = {}

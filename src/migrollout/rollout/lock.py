@@ -27,13 +27,10 @@ from typing import Any
 from migrollout import kube
 from migrollout.kube import Connection, KubeClient, KubeError
 from migrollout.processes import pid_alive
+from migrollout.timestamps import micro_time_text, time_text
 
 LEASE_NAME = "mig-rollout"
 HOLDER_ANNOTATION = "mig-rollout.nvidia-mig-rollout.io/holder"
-
-
-def _micro(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _parse(text: str | None) -> datetime.datetime | None:
@@ -93,8 +90,8 @@ def acquire(api: KubeClient, namespace: str, holder: str, duration_s: int, wait_
     path = lease_path(namespace)
     while True:
         now = datetime.datetime.now(datetime.UTC)
-        spec = {"holderIdentity": holder, "leaseDurationSeconds": duration_s, "acquireTime": _micro(now),
-                "renewTime": _micro(now)}
+        spec = {"holderIdentity": holder, "leaseDurationSeconds": duration_s, "acquireTime": micro_time_text(now),
+                "renewTime": micro_time_text(now)}
         annotations = {HOLDER_ANNOTATION: json.dumps(details, sort_keys=True)}
         current = api.get_or_none(path, what=f"read Lease {namespace}/{LEASE_NAME}")
         try:
@@ -213,7 +210,7 @@ def renew_loop(api: KubeClient, namespace: str, holder: str, duration_s: int, wa
             # One request: the test fails (422) if the Lease is no longer ours, so we never renew another's.
             api.patch(path, [{"op": "test", "path": "/spec/holderIdentity", "value": holder},
                              {"op": "replace", "path": "/spec/renewTime",
-                              "value": _micro(datetime.datetime.now(datetime.UTC))}],
+                              "value": micro_time_text()}],
                       content_type=kube.JSON_PATCH, what="renew the rollout Lease")
             failures = 0
         except KubeError as exc:
@@ -246,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_details() -> dict[str, Any]:
     return {"host": socket.gethostname(), "user": getpass.getuser(),
-            "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            "started": time_text()}
 
 
 if __name__ == "__main__":

@@ -8,19 +8,15 @@ next run finds it, finishes that node first, and removes exactly what was added.
 
 from __future__ import annotations
 
-import datetime
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from migrollout import labels, nodes, taints
 from migrollout.taints import Taint
+from migrollout.timestamps import time_text
 
 ANNOTATION = labels.ROLLOUT_RECORD
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -31,8 +27,8 @@ class Record:
     step: str = "maintenance"          # maintenance (tainted, being reconfigured) or failed
     added_taints: list[dict[str, str]] = field(default_factory=list)
     cordoned: bool = False             # this rollout cordoned the node (an admin's cordon is never undone)
-    started: str = field(default_factory=utc_now)
-    updated: str = field(default_factory=utc_now)
+    started: str = field(default_factory=time_text)
+    updated: str = field(default_factory=time_text)
     error: str = ""
     runs: list[str] = field(default_factory=list)  # every run that worked on the node, oldest first
 
@@ -75,7 +71,7 @@ def begin_patch(node: dict[str, Any], run: str, to_config: str, maintenance: lis
             record.added_taints.append(taint.to_dict())
     if cordon and not nodes.is_cordoned(node):
         record.cordoned = True
-    record.updated = utc_now()
+    record.updated = time_text()
     wanted_taints = taints.add(current_taints, maintenance)
     patch: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION: record.encode()}}}
     spec: dict[str, Any] = {}
@@ -114,5 +110,5 @@ def failed_patch(node: dict[str, Any], run: str, step: str, error: str) -> tuple
     record = read(node)
     if record is None:
         return None, None
-    record.step, record.error, record.run, record.updated = "failed", f"{step}: {error}"[:900], run, utc_now()
+    record.step, record.error, record.run, record.updated = "failed", f"{step}: {error}"[:900], run, time_text()
     return {"metadata": {"annotations": {ANNOTATION: record.encode()}}}, record

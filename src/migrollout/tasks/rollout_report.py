@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from migrollout.ansible_glue import TaskContext, TaskSpec
-from migrollout.rollout.record import utc_now
 from migrollout.rollout.report import entries, summary, table
+from migrollout.timestamps import time_text
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "run": {"type": "str", "required": True},
@@ -23,7 +23,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
     rows = entries(params["plan"], params["results"], planned_only=ctx.check_mode)
-    report = {"run": params["run"], "finished": utc_now(), "wall_s": params.get("wall_s"),
+    report = {"run": params["run"], "finished": time_text(), "wall_s": params.get("wall_s"),
               "summary": summary(rows), "nodes": rows}
     result: dict[str, Any] = {"changed": False, "summary": report["summary"], "table": table(rows), "nodes": rows}
     if params.get("report_dir") and not ctx.check_mode:

@@ -7,14 +7,14 @@ node reports NotReady until it is back.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from migrollout import kube
+from migrollout import kube, nodes
 from migrollout.kube import KubeError
+from migrollout.timestamps import micro_time_text, time_text
 from simcluster.binaries import KUBERNETES_VERSION
 from simcluster.fleet import NodeSpec
 from simcluster.sim import hardware
@@ -27,26 +27,6 @@ log = logging.getLogger("simcluster.kubelet")
 
 LEASE_NAMESPACE = "kube-node-lease"
 NODE_NETWORK = ipaddress.ip_network("10.200.0.0/16")
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_micro() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def condition(node_or_pod: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for item in node_or_pod.get("status", {}).get("conditions") or []:
-        if item.get("type") == kind:
-            return item
-    return None
-
-
-def is_ready(node_or_pod: dict[str, Any]) -> bool:
-    found = condition(node_or_pod, "Ready")
-    return bool(found and found.get("status") == "True")
 
 
 def node_manifest(spec: NodeSpec, index: int, initial_layouts: str | None) -> dict[str, Any]:
@@ -70,7 +50,7 @@ def node_manifest(spec: NodeSpec, index: int, initial_layouts: str | None) -> di
         if spec.mig_config:
             labels["nvidia.com/mig.config"] = spec.mig_config
     resources = {"cpu": spec.cpu, "memory": spec.memory, "pods": "110", "ephemeral-storage": "1Ti"}
-    now = now_rfc3339()
+    now = time_text()
     pressure_reasons = {"MemoryPressure": "KubeletHasSufficientMemory", "DiskPressure": "KubeletHasNoDiskPressure",
                         "PIDPressure": "KubeletHasSufficientPID"}
     conditions = [
@@ -111,7 +91,7 @@ def lease_manifest(node: dict[str, Any]) -> dict[str, Any]:
             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
                                  "uid": node["metadata"]["uid"]}],
         },
-        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_time_text()},
     }
 
 
@@ -148,7 +128,7 @@ class Kubelet:
                 raise
 
     def renew_leases(self, names: list[str]) -> None:
-        body = {"spec": {"renewTime": now_micro()}}
+        body = {"spec": {"renewTime": micro_time_text()}}
         for name in names:
             if self.rebooting(name):
                 continue
@@ -185,9 +165,9 @@ class Kubelet:
             del self.reboot_until[view.name]
             self.sim.after_reboot(view.name)
         want_ready = not rebooting
-        if is_ready(view.node) == want_ready:
+        if nodes.is_ready(view.node) == want_ready:
             return
-        now = now_rfc3339()
+        now = time_text()
         ready = {"type": "Ready", "status": "True" if want_ready else "False",
                  "reason": "KubeletReady" if want_ready else "KubeletNotReady",
                  "message": "kubelet is posting ready status" if want_ready else "simulated reboot in progress",
@@ -231,7 +211,7 @@ class Kubelet:
         return str(ipaddress.ip_address("10.244.0.0") + self._ip_counter)
 
     def _start(self, view: NodeView, pod: dict[str, Any]) -> None:
-        now = now_rfc3339()
+        now = time_text()
         spec = pod.get("spec", {})
         node_ip = next((a["address"] for a in view.node.get("status", {}).get("addresses", [])
                         if a.get("type") == "InternalIP"), "10.200.0.1")
@@ -260,7 +240,7 @@ class Kubelet:
             self.started_at[uid] = self.ready_at[uid] = time.monotonic()
 
     def _complete(self, pod: dict[str, Any]) -> None:
-        now = now_rfc3339()
+        now = time_text()
         containers = [
             {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False, "restartCount": 0,
              "started": False, "state": {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now}}}

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from migrollout import labels
 from migrollout.advertised import device_plugin_resources, gfd_labels, is_gfd_label
+from migrollout.timestamps import time_text
 from simcluster.sim import hardware
-from simcluster.sim.kubelet import now_rfc3339
 from simcluster.sim.mig_manager import pod_env
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class DevicePluginSim:
 
     def _crash(self, pod: dict[str, Any], error: str) -> None:
         self.crashed.add(pod["metadata"]["uid"])
-        now = now_rfc3339()
+        now = time_text()
         containers = [
             {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False, "restartCount": 1,
              "started": False, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": error}},

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from migrollout import clusterpolicy, labels
 from migrollout.default_config import DEFAULT_CONFIGMAP_NAME, default_config_yaml
 from migrollout.kube import KubeError
-from simcluster.sim.kubelet import now_rfc3339
+from migrollout.timestamps import time_text
 
 if TYPE_CHECKING:
     from simcluster.sim.simulator import NodeView, Simulator
@@ -239,7 +239,7 @@ class OperatorSim:
             "conditions": [{"type": "Ready", "status": "True" if ready else "False",
                             "reason": "Reconciled" if ready else "OperandNotReady",
                             "message": "" if ready else "ClusterPolicy is not ready, operands are being deployed",
-                            "lastTransitionTime": now_rfc3339()}],
+                            "lastTransitionTime": time_text()}],
         }}
         try:
             result = self.sim.api.patch(clusterpolicy.path(policy["metadata"]["name"]) + "/status", body,
