@@ -104,30 +104,33 @@ class Connection:
 
 
 def load_configuration(conn: Connection) -> k8s_client.Configuration:
-    """Build a client configuration from explicit options, a kubeconfig, or the in-cluster service account."""
+    """Build a client configuration the way the official client's ``config.load_config`` chooses: a named
+    kubeconfig or context, else ``KUBECONFIG`` or ``~/.kube/config`` when present, else the in-cluster service
+    account. ``host`` (with ``api_key`` or a CA) without a named kubeconfig reads no kubeconfig at all."""
     configuration = k8s_client.Configuration()
-    kubeconfig = conn.kubeconfig or os.environ.get("KUBECONFIG")
-    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    path = os.path.expanduser((conn.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+                              .split(os.pathsep)[0])
+    explicit = bool(conn.kubeconfig or conn.context)
     try:
-        if conn.kubeconfig or conn.context or not (conn.host or in_cluster):
-            path = os.path.expanduser((kubeconfig or "~/.kube/config").split(os.pathsep)[0])
+        if explicit or (not conn.host and os.path.exists(path)):
             if not os.path.exists(path):
-                if not conn.host:
-                    raise KubeError(0, "ConfigError", f"kubeconfig {path} does not exist")
-            else:
-                k8s_config.load_kube_config(
-                    config_file=path, context=conn.context, client_configuration=configuration,
-                    persist_config=False,
-                )
-        elif in_cluster and not conn.host:
+                raise KubeError(0, "ConfigError", f"kubeconfig {path} does not exist")
+            k8s_config.load_kube_config(config_file=path, context=conn.context, client_configuration=configuration,
+                                        persist_config=False)
+        elif not conn.host:
+            if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+                raise KubeError(0, "ConfigError", f"no kubeconfig ({path} does not exist) and not running in a "
+                                                  "cluster (KUBERNETES_SERVICE_HOST is not set)")
             k8s_config.load_incluster_config(client_configuration=configuration)
     except ConfigException as exc:
         raise KubeError(0, "ConfigError", str(exc)) from None
     if conn.host:
         configuration.host = conn.host
     if conn.api_key:
-        configuration.api_key = {"authorization": conn.api_key}
-        configuration.api_key_prefix = {"authorization": "Bearer"}
+        # An explicit token replaces whatever the kubeconfig said (and its refresh hook).
+        configuration.api_key = {"BearerToken": conn.api_key}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        configuration.refresh_api_key_hook = None
     if conn.ca_cert:
         configuration.ssl_ca_cert = conn.ca_cert
     if conn.validate_certs is not None:
@@ -160,9 +163,12 @@ class KubeClient:
 
     def _headers(self, content_type: str = JSON) -> dict[str, str]:
         headers = {"Accept": JSON, "Content-Type": content_type, "User-Agent": FIELD_MANAGER}
-        token = self.configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
+        # The official client's own auth settings: the key its kubeconfig and in-cluster loaders write
+        # (a token, a token file, basic auth, an exec plugin's token), and its refresh hook, which runs the
+        # exec plugin again once its credential expires. Client certificates are set on the TLS pool.
+        for setting in self.configuration.auth_settings().values():
+            if setting["in"] == "header" and setting["value"]:
+                headers[setting["key"].title()] = setting["value"]
         return headers
 
     def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
