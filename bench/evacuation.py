@@ -29,11 +29,11 @@ PLAYBOOK = """
   gather_facts: false
   tasks:
     - name: Taint
-      k8s_node_taint:
+      nvidia_mig.rollout.k8s_node_taint:
         name: "{{ node }}"
         taints: [{key: mig, value: maintenance, effect: NoSchedule}]
     - name: Evacuate
-      k8s_node_evacuate:
+      nvidia_mig.rollout.k8s_node_evacuate:
         name: "{{ node }}"
         pod_selector: app={{ app }}
         max_parallel: {{ parallel }}

@@ -8,6 +8,7 @@ are never touched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,11 @@ from typing import Any
 from migrollout.timestamps import time_text
 
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+# The API server's rules for a taint key (a qualified name) and value (a label value).
+_QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                             r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,19 @@ class Taint:
         key, _, value = head.partition("=")
         if not key or effect not in EFFECTS:
             raise ValueError(f"taint {text!r} is not key[=value]:Effect with Effect one of {', '.join(EFFECTS)}")
+        return cls(key, effect, value)
+
+    @classmethod
+    def checked(cls, data: Mapping[str, Any]) -> Taint:
+        """A taint from ``{key, value, effect}``, refused (ValueError) where the API server would refuse it."""
+        key, value, effect = str(data.get("key") or ""), str(data.get("value") or ""), str(data.get("effect") or "")
+        prefix, _, name = key.rpartition("/")
+        if not _QUALIFIED_NAME.match(key) or len(name) > 63 or len(prefix) > 253:
+            raise ValueError(f"taint key {key!r} is not a valid Kubernetes qualified name")
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise ValueError(f"taint value {value!r} (key {key}) is not a valid label value")
+        if effect not in EFFECTS:
+            raise ValueError(f"taint {key}: effect {effect!r} is not one of {', '.join(EFFECTS)}")
         return cls(key, effect, value)
 
     def identity(self) -> tuple[str, str]:
@@ -96,3 +115,7 @@ def tolerates(toleration: Mapping[str, Any], taint: Taint) -> bool:
     if toleration["key"] != taint.key:
         return False
     return operator == "Exists" or str(toleration.get("value") or "") == taint.value
+
+
+def checked_list(items: Iterable[Mapping[str, Any]]) -> list[Taint]:
+    return [Taint.checked(item) for item in items]

@@ -51,18 +51,18 @@ def test_taint_add_is_idempotent_and_keeps_other_taints(cluster, node_pool):
     # Cordoned: the node lifecycle controller adds its own node.kubernetes.io/unschedulable taint.
     cluster.api.patch(kube.node_path(node), {"spec": {"unschedulable": True}})
     cluster.wait(lambda: taints_of(cluster, node), what="the controller's unschedulable taint")
-    preview = module_output(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, check=True, diff=True)
+    preview = module_output(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, check=True, diff=True)
     assert "\n+mig=maintenance:NoSchedule\n" in preview
-    first = run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]})
+    first = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [MAINTENANCE]})
     assert first["changed"] is True
-    second = run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]})
+    second = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [MAINTENANCE]})
     assert second["changed"] is False
     keys = {(t["key"], t["effect"]) for t in taints_of(cluster, node)}
     assert keys == {("node.kubernetes.io/unschedulable", "NoSchedule"), ("mig", "NoSchedule")}
     # A different value for the same key and effect is an update, not a second taint.
-    run_module(cluster, "k8s_node_taint", {"name": node, "taints": [{**MAINTENANCE, "value": "other"}]})
+    run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [{**MAINTENANCE, "value": "other"}]})
     assert [t.get("value") for t in taints_of(cluster, node) if t["key"] == "mig"] == ["other"]
-    removed = run_module(cluster, "k8s_node_taint", {"name": node, "state": "absent",
+    removed = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "state": "absent",
                                                      "taints": [{"key": "mig", "effect": "NoSchedule"}]})
     assert removed["changed"] is True
     assert [(t["key"], t["effect"]) for t in taints_of(cluster, node)] == [
@@ -73,7 +73,7 @@ def test_taint_add_is_idempotent_and_keeps_other_taints(cluster, node_pool):
 def test_taint_check_mode_changes_nothing(cluster, node_pool):
     node = node_pool.take("h200")
     before = cluster.node(node)["metadata"]["resourceVersion"]
-    result = run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, check=True)
+    result = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, check=True)
     assert result["changed"] is True
     assert {"key": "mig", "value": "maintenance", "effect": "NoSchedule"} in result["taints_after"]
     assert cluster.node(node)["metadata"]["resourceVersion"] == before
@@ -104,7 +104,7 @@ def test_concurrent_writers_lose_nothing(cluster, node_pool):
     thread.start()
     try:
         for attempt in range(4):
-            result = run_module(cluster, "k8s_node_taint", {
+            result = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {
                 "name": node, "taints": [{"key": f"ours-{attempt}", "effect": "PreferNoSchedule"}]})
             assert result["changed"] is True, result
     finally:
@@ -130,7 +130,7 @@ def test_taint_bad_input_changes_nothing(cluster, node_pool, args, message):
     node = node_pool.take("cpu")
     args = {**args, "name": args["name"].replace("cpu-2", node)}
     before = snapshot(cluster, node)
-    result = run_module(cluster, "k8s_node_taint", args)
+    result = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", args)
     assert result.get("failed") is True
     assert message.replace("cpu-2", node) in result["msg"]
     assert snapshot(cluster, node) == before
@@ -138,32 +138,32 @@ def test_taint_bad_input_changes_nothing(cluster, node_pool, args, message):
 
 def test_module_path_matches_in_process_path(cluster, node_pool, monkeypatch):
     node = node_pool.take("h200")
-    in_process = run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, check=True,
+    in_process = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, check=True,
                             verbose=True)
     assert in_process["changed"] is True
     assert "AnsiballZ" not in in_process["_log"]  # on the control host the action plugin ran it in-process
     monkeypatch.setenv("MIGROLLOUT_IN_PROCESS", "0")
-    result = run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, verbose=True)
+    result = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [MAINTENANCE]}, verbose=True)
     assert result["changed"] is True
     assert "AnsiballZ_k8s_node_taint.py" in result["_log"]  # the module itself ran, not the in-process path
-    again = run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]})
+    again = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [MAINTENANCE]})
     assert again["changed"] is False
-    run_module(cluster, "k8s_node_taint", {"name": node, "state": "absent", "taints": [MAINTENANCE]})
+    run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "state": "absent", "taints": [MAINTENANCE]})
 
 
 def test_token_connection_options(cluster):
     server = cluster.api.host
-    result = run_module(cluster, "k8s_node_taint", {
+    result = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {
         "name": "l4-1", "taints": [MAINTENANCE], "host": server, "api_key": "simcluster-admin-token",
         "ca_cert": str(cluster.state_dir / "pki" / "ca.crt")}, check=True, kubeconfig="/nonexistent")
     assert result.get("failed") is not True, result
-    denied = run_module(cluster, "k8s_node_taint", {
+    denied = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {
         "name": "l4-1", "taints": [MAINTENANCE], "host": server, "api_key": "wrong-token",
         "validate_certs": False}, kubeconfig="/nonexistent")
     assert denied["failed"] is True
     assert denied["msg"] == "read node l4-1: HTTP 401 Unauthorized: Unauthorized"
     assert "wrong-token" not in str(denied)
-    missing = run_module(cluster, "k8s_node_taint", {"name": "l4-1", "taints": [MAINTENANCE],
+    missing = run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": "l4-1", "taints": [MAINTENANCE],
                                                      "kubeconfig": "/nonexistent/kubeconfig"})
     assert missing["msg"] == "ConfigError: kubeconfig /nonexistent/kubeconfig does not exist"
 
@@ -193,8 +193,8 @@ def test_evacuation_moves_gpu_pods_and_leaves_the_rest(cluster, namespace):
     operands_before = {p["metadata"]["uid"] for p in cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}")}
     old = {p["metadata"]["uid"] for p in pods if p["spec"]["nodeName"] == node}
 
-    run_module(cluster, "k8s_node_taint", {"name": node, "taints": [MAINTENANCE]})
-    result = run_module(cluster, "k8s_node_evacuate", {"name": node})
+    run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "taints": [MAINTENANCE]})
+    result = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node})
     assert result["changed"] is True
     assert {e["uid"] for e in result["evicted"]} == old
     assert all(e["method"] == "evict" for e in result["evicted"])
@@ -207,9 +207,9 @@ def test_evacuation_moves_gpu_pods_and_leaves_the_rest(cluster, namespace):
     assert cluster.api.get(kube.pod_path(namespace, "sidecar"))["status"]["phase"] == "Running"
     operands_after = {p["metadata"]["uid"] for p in cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}")}
     assert operands_before == operands_after
-    again = run_module(cluster, "k8s_node_evacuate", {"name": node})
+    again = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node})
     assert again["changed"] is False and again["evicted"] == []
-    run_module(cluster, "k8s_node_taint", {"name": node, "state": "absent", "taints": [MAINTENANCE]})
+    run_module(cluster, "nvidia_mig.rollout.k8s_node_taint", {"name": node, "state": "absent", "taints": [MAINTENANCE]})
 
 
 def test_daemonset_gpu_pods_are_skipped_or_refused(cluster, node_pool, namespace):
@@ -221,11 +221,11 @@ def test_daemonset_gpu_pods_are_skipped_or_refused(cluster, node_pool, namespace
                        "containers": [{"name": "agent", "image": "agent"}]}}}}
     cluster.apply(ds)
     pod = wait_running(cluster, namespace, "gpu-agent", 1)[0]
-    skipped = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app=gpu-agent"})
+    skipped = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app=gpu-agent"})
     assert skipped["changed"] is False
     assert skipped["skipped_pods"] == [{"namespace": namespace, "name": pod["metadata"]["name"],
                                    "uid": pod["metadata"]["uid"], "reason": "DaemonSet-managed"}]
-    refused = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app=gpu-agent",
+    refused = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app=gpu-agent",
                                                         "ignore_daemonsets": False})
     assert refused["failed"] is True
     assert "DaemonSet-managed (set ignore_daemonsets" in refused["msg"]
@@ -242,13 +242,13 @@ def test_unmanaged_pod_is_refused_unless_forced(cluster, node_pool, namespace):
     cluster.apply(gpu_deployment(namespace, "web", "h200", 1, extra_spec={"nodeName": node}))
     wait_running(cluster, namespace, "notebook", 1)
     managed = wait_running(cluster, namespace, "web", 1)[0]
-    refused = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app in (notebook,web)"})
+    refused = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app in (notebook,web)"})
     assert refused["failed"] is True
     assert refused["msg"].startswith(f"node {node}: cannot evacuate {namespace}/notebook: not managed by a controller")
     assert refused["evicted"] == []
     # Refused before anything was touched: the managed pod is still the same pod.
     assert running_pods(cluster, namespace, "web")[0]["metadata"]["uid"] == managed["metadata"]["uid"]
-    forced = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app=notebook", "force": True,
+    forced = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app=notebook", "force": True,
                                                        "grace_period": 0})
     assert forced["changed"] is True
     assert any("not managed by a controller" in w for w in forced.get("warnings", []))
@@ -260,9 +260,9 @@ def test_emptydir_needs_permission(cluster, node_pool, namespace):
     spec = {"volumes": [{"name": "scratch", "emptyDir": {}}]}
     cluster.apply(gpu_deployment(namespace, "scratchy", "h200", 1, extra_spec={**spec, "nodeName": node}))
     wait_running(cluster, namespace, "scratchy", 1)
-    refused = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app=scratchy"})
+    refused = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app=scratchy"})
     assert "uses emptyDir local storage" in refused["msg"]
-    allowed = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app=scratchy",
+    allowed = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app=scratchy",
                                                         "delete_emptydir_data": True, "timeout": 20})
     assert allowed["changed"] is True, allowed
 
@@ -276,11 +276,11 @@ def test_pdb_with_no_disruptions_blocks_until_timeout_and_is_named(cluster, node
     pods = wait_running(cluster, namespace, "serve", 2)
     cluster.wait(lambda: cluster.api.get(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/serve-pdb")
                  ["status"].get("currentHealthy") == 2, what="PDB observed")
-    planned = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app=serve"}, check=True)
+    planned = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app=serve"}, check=True)
     assert planned["blocking_pdbs"] == [f"{namespace}/serve-pdb"]
     assert len(planned["pending"]) == 2
     started = time.monotonic()
-    result = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app=serve", "timeout": 6})
+    result = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app=serve", "timeout": 6})
     assert time.monotonic() - started >= 6
     assert result["failed"] is True
     assert result["blocking_pdbs"] == [f"{namespace}/serve-pdb"]
@@ -295,7 +295,7 @@ def test_evacuate_check_mode_changes_nothing(cluster, node_pool, namespace):
     node = node_pool.take("h200")
     cluster.apply(gpu_deployment(namespace, "quiet", "h200", 2, extra_spec={"nodeName": node}))
     pods = wait_running(cluster, namespace, "quiet", 2)
-    result = run_module(cluster, "k8s_node_evacuate", {"name": node, "pod_selector": "app=quiet"}, check=True)
+    result = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node, "pod_selector": "app=quiet"}, check=True)
     assert result["changed"] is True
     assert {p["uid"] for p in result["would_evict"]} == {p["metadata"]["uid"] for p in pods}
     time.sleep(1)
@@ -307,15 +307,15 @@ def test_evacuate_check_mode_changes_nothing(cluster, node_pool, namespace):
 
 def test_label_applies_waits_and_reports_transitions(cluster, node_pool):
     node = node_pool.take("a100-80gb")
-    result = run_module(cluster, "mig_node_label", {"name": node, "config": "all-3g.40gb"}, diff=True)
+    result = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-3g.40gb"}, diff=True)
     assert result["changed"] is True
     assert result["state"] == "success"
     assert [t["state"] for t in result["transitions"]] == ["pending", "success"]
     assert result["previous_config"] == "all-disabled"
     assert result["config_map"] == "gpu-operator/default-mig-parted-config"
-    again = run_module(cluster, "mig_node_label", {"name": node, "config": "all-3g.40gb"})
+    again = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-3g.40gb"})
     assert again["changed"] is False
-    verified = run_module(cluster, "mig_node_verify", {"name": node})
+    verified = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node})
     assert verified.get("failed") is not True, verified
     assert verified["expected"]["resources"] == {"nvidia.com/mig-3g.40gb": 16}
     assert verified["actual"] == verified["expected"]
@@ -324,7 +324,7 @@ def test_label_applies_waits_and_reports_transitions(cluster, node_pool):
 def test_label_check_mode_writes_nothing(cluster, node_pool):
     node = node_pool.take("a100-80gb")
     before = snapshot(cluster, node)
-    result = run_module(cluster, "mig_node_label", {"name": node, "config": "all-7g.80gb"}, check=True)
+    result = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-7g.80gb"}, check=True)
     assert result["changed"] is True
     time.sleep(1)
     assert snapshot(cluster, node) == before
@@ -333,15 +333,15 @@ def test_label_check_mode_writes_nothing(cluster, node_pool):
 def test_label_failure_reports_state_and_durations_then_reapply(cluster, node_pool):
     node = node_pool.take("h100")
     cluster.annotate(node, {"simcluster.dev/fault-apply-fails": "true"})
-    failed = run_module(cluster, "mig_node_label", {"name": node, "config": "all-1g.20gb"})
+    failed = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-1g.20gb"})
     assert failed["failed"] is True
     assert failed["msg"].startswith(f"node {node}: the MIG manager failed to apply all-1g.20gb after")
     assert "pending" in failed["state_durations"]
     assert failed["state"] == "failed"
-    no_reapply = run_module(cluster, "mig_node_label", {"name": node, "config": "all-1g.20gb"})
+    no_reapply = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-1g.20gb"})
     assert "set reapply to restart it" in no_reapply["msg"]
     cluster.annotate(node, {"simcluster.dev/fault-apply-fails": None})
-    retried = run_module(cluster, "mig_node_label", {"name": node, "config": "all-1g.20gb", "reapply": True})
+    retried = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-1g.20gb", "reapply": True})
     assert retried.get("failed") is not True, retried
     assert retried["restarted_mig_manager"].startswith("nvidia-mig-manager-")
     assert retried["state"] == "success"
@@ -350,11 +350,11 @@ def test_label_failure_reports_state_and_durations_then_reapply(cluster, node_po
 def test_label_timeout_names_paused_operands(cluster, node_pool):
     node = node_pool.take("h100")
     cluster.annotate(node, {"simcluster.dev/fault-stuck-pending": "true"})
-    result = run_module(cluster, "mig_node_label", {"name": node, "config": "all-7g.80gb", "timeout": 4})
+    result = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-7g.80gb", "timeout": 4})
     assert result["failed"] is True
     assert f"node {node}: MIG config all-7g.80gb not applied within 4 s; last state pending" in result["msg"]
     assert "nvidia.com/gpu.deploy.device-plugin" in result["paused_operands"]
-    busy = run_module(cluster, "mig_node_label", {"name": node, "config": "all-1g.10gb"})
+    busy = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-1g.10gb"})
     assert "the MIG manager is busy applying all-7g.80gb (state pending)" in busy["msg"]
 
 
@@ -365,7 +365,7 @@ def test_label_timeout_names_paused_operands(cluster, node_pool):
 def test_label_refuses_bad_configs_before_writing(cluster, node_pool, config, message):
     node = node_pool.take("a100-80gb")
     before = snapshot(cluster, node)
-    result = run_module(cluster, "mig_node_label", {"name": node, "config": config})
+    result = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": config})
     assert result["failed"] is True
     assert message in result["msg"]
     assert snapshot(cluster, node) == before
@@ -374,13 +374,13 @@ def test_label_refuses_bad_configs_before_writing(cluster, node_pool, config, me
 def test_label_refuses_nodes_without_mig(cluster):
     for node, message in (("l4-1", "L4 GPUs do not support MIG"), ("cpu-1", "has no NVIDIA GPU"),
                           ("ghost", "node ghost does not exist")):
-        result = run_module(cluster, "mig_node_label", {"name": node, "config": "all-disabled"})
+        result = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-disabled"})
         assert message in result["msg"]
 
 
 def test_verify_reports_mismatches(cluster, node_pool):
     node = node_pool.take("a100-80gb")
-    result = run_module(cluster, "mig_node_verify", {"name": node, "config": "all-1g.10gb", "wait_timeout": 2})
+    result = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "config": "all-1g.10gb", "wait_timeout": 2})
     assert result["failed"] is True
     assert "nvidia.com/mig.config is 'all-disabled', not 'all-1g.10gb'" in result["mismatches"]
     assert "allocatable nvidia.com/mig-1g.10gb: expected 56, found 0" in result["mismatches"]
@@ -391,25 +391,25 @@ def test_verify_reports_mismatches(cluster, node_pool):
 def test_label_and_verify_through_the_module_path(cluster, node_pool, monkeypatch):
     node = node_pool.take("a100-80gb")
     monkeypatch.setenv("MIGROLLOUT_IN_PROCESS", "0")
-    labelled = run_module(cluster, "mig_node_label", {"name": node, "config": "all-2g.20gb"}, verbose=True)
+    labelled = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-2g.20gb"}, verbose=True)
     assert labelled["state"] == "success" and "AnsiballZ_mig_node_label.py" in labelled["_log"]
-    verified = run_module(cluster, "mig_node_verify", {"name": node, "wait_timeout": 30}, verbose=True)
+    verified = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "wait_timeout": 30}, verbose=True)
     assert verified["mismatches"] == [] and "AnsiballZ_mig_node_verify.py" in verified["_log"]
-    evacuated = run_module(cluster, "k8s_node_evacuate", {"name": node}, verbose=True)
+    evacuated = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node}, verbose=True)
     assert evacuated["changed"] is False and "AnsiballZ_k8s_node_evacuate.py" in evacuated["_log"]
 
 
 def test_reapply_refuses_to_strand_a_node_without_its_mig_manager(cluster, node_pool):
     node = node_pool.take("h100")
     cluster.annotate(node, {"simcluster.dev/fault-apply-fails": "true"})
-    assert run_module(cluster, "mig_node_label", {"name": node, "config": "all-7g.80gb"})["failed"] is True
+    assert run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-7g.80gb"})["failed"] is True
     cluster.annotate(node, {"simcluster.dev/fault-apply-fails": None})
     manager = cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}",
                            label_selector="app=nvidia-mig-manager")[0]["metadata"]["uid"]
     # A taint the MIG manager's DaemonSet does not tolerate: a restarted manager could never come back.
     cluster.api.patch(kube.node_path(node), {"spec": {"taints": [{"key": "team", "value": "ml",
                                                                   "effect": "NoSchedule"}]}})
-    refused = run_module(cluster, "mig_node_label", {"name": node, "config": "all-7g.80gb", "reapply": True})
+    refused = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-7g.80gb", "reapply": True})
     assert refused["failed"] is True
     assert "would strand the node: the new pod could not be scheduled past taint team=ml:NoSchedule" in refused["msg"]
     assert cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}",

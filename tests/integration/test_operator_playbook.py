@@ -66,7 +66,7 @@ def test_install_is_idempotent_and_check_mode_only_shows(sim):
 
 
 def test_single_is_refused_while_a_node_mixes_profiles(sim):
-    labelled = run_module(sim, "mig_node_label", {"name": "a100-80gb-1", "config": "all-balanced"})
+    labelled = run_module(sim, "nvidia_mig.rollout.mig_node_label", {"name": "a100-80gb-1", "config": "all-balanced"})
     assert labelled["state"] == "success", labelled
     before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
     refused = playbook(sim, "-e", "k8s_gpu_mig_strategy=single")
@@ -74,7 +74,7 @@ def test_single_is_refused_while_a_node_mixes_profiles(sim):
     assert "cannot switch to the single MIG strategy: 1 node(s)" in refused.stdout
     assert "a100-80gb-1 (all-balanced: More than one MIG device type present on node)" in refused.stdout
     untouched(sim, before_release, before_version)
-    restored = run_module(sim, "mig_node_label", {"name": "a100-80gb-1", "config": "all-disabled"})
+    restored = run_module(sim, "nvidia_mig.rollout.mig_node_label", {"name": "a100-80gb-1", "config": "all-disabled"})
     assert restored["state"] == "success"
 
 
@@ -115,7 +115,8 @@ def test_missing_helm_unreachable_chart_and_bad_kubeconfig_are_one_sentence(sim)
     assert unreachable.returncode != 0
     assert 'read chart gpu-operator: looks like "http://127.0.0.1:9/charts" is not a valid chart repository' \
         in unreachable.stdout
-    bad_config = playbook(sim, "-e", "gpu_operator_kubeconfig=/nonexistent/kubeconfig")
+    # The play's module_defaults hand k8s_kubeconfig to every module of the collection's cluster group.
+    bad_config = playbook(sim, "-e", "k8s_kubeconfig=/nonexistent/kubeconfig")
     assert bad_config.returncode != 0
     assert ("list release gpu-operator/gpu-operator: Kubernetes cluster unreachable: stat /nonexistent/kubeconfig: "
             "no such file or directory") in bad_config.stdout
@@ -133,7 +134,7 @@ def test_custom_configs_become_the_mig_managers_configmap(sim):
     configmap = sim.api.get("/api/v1/namespaces/gpu-operator/configmaps/custom-mig-parted-config")
     assert "half-3g:" in configmap["data"]["config.yaml"]
     assert "all-disabled:" in configmap["data"]["config.yaml"]  # the standard configs stay available
-    labelled = run_module(sim, "mig_node_label", {"name": "a100-80gb-2", "config": "half-3g"})
+    labelled = run_module(sim, "nvidia_mig.rollout.mig_node_label", {"name": "a100-80gb-2", "config": "half-3g"})
     assert labelled["state"] == "success", labelled
     assert labelled["config_map"] == "gpu-operator/custom-mig-parted-config"
     sim.wait(lambda: sim.allocatable("a100-80gb-2") == {"nvidia.com/mig-3g.40gb": "8", "nvidia.com/gpu": "4"},

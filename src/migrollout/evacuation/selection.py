@@ -33,6 +33,13 @@ class Options:
     delete_emptydir_data: bool = False
     force: bool = False
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Options:
+        """The options of a module's evacuation-selection parameters (same names)."""
+        return cls(gpu_only=params["gpu_only"], gpu_runtime_classes=tuple(params["gpu_runtime_classes"]),
+                   ignore_daemonsets=params["ignore_daemonsets"], delete_emptydir_data=params["delete_emptydir_data"],
+                   force=params["force"])
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -1,4 +1,0 @@
-# Runs the gpu_operator_wait module in-process on the control host (see migrollout.ansible_action).
-from migrollout.ansible_action import action_for
-
-ActionModule = action_for("migrollout.tasks.gpu_operator_wait")

@@ -1,4 +1,0 @@
-# Runs the mig_rollout_report module in-process on the control host (see migrollout.ansible_action).
-from migrollout.ansible_action import action_for
-
-ActionModule = action_for("migrollout.tasks.rollout_report")

@@ -1,0 +1,23 @@
+# Argument-spec fragments several modules share; each mirrors the doc fragment of the same name in
+# plugins/doc_fragments/ (ansible-test's validate-modules checks that docs and specs agree).
+
+from __future__ import annotations
+
+from typing import Any
+
+TAINT_OPTIONS: dict[str, dict[str, Any]] = {
+    "key": {"type": "str", "required": True, "no_log": False},
+    "value": {"type": "str", "default": ""},
+    "effect": {"type": "str", "required": True, "choices": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
+}
+
+# Which pods an evacuation selects and which the filters let go: k8s_node_evacuate and the rollout's plan
+# (its check-mode listing) select alike. Doc fragment: evacuation_selection.
+EVACUATION_SELECTION_SPEC: dict[str, dict[str, Any]] = {
+    "gpu_only": {"type": "bool", "default": True},
+    "gpu_runtime_classes": {"type": "list", "elements": "str", "default": ["nvidia"]},
+    "pod_selector": {"type": "str"},
+    "ignore_daemonsets": {"type": "bool", "default": True},
+    "delete_emptydir_data": {"type": "bool", "default": False},
+    "force": {"type": "bool", "default": False},
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/python
+# mig_rollout_report: write the rollout's report (JSON) and return it as a readable table.
+# Docs, argument spec and the adapter to the core (migrollout) in one file; see plugins/module_utils/kube_task.py.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mig_rollout_report
+short_description: Write a MIG rollout's report as JSON and return it as a table
+description:
+  - Combines the plan and each node's outcome into one entry per node (from and to config, result, seconds
+    per step, evicted pods, and the reason for failures and nodes not reached).
+  - Writes C(mig-rollout-<run>.json) (and a C(latest.json) link) into O(report_dir).
+options:
+  run:
+    description: The run's identity.
+    type: str
+    required: true
+  plan:
+    description: The plan (from M(nvidia_mig.rollout.mig_rollout_plan)).
+    type: list
+    elements: dict
+    required: true
+  results:
+    description:
+      - Each step's module results, by step (C(begin), C(evacuate), C(label), C(verify), C(finish)) and node,
+        and C(outcome), the failure of each node that failed (result, reason).
+    type: dict
+    default: {}
+  report_dir:
+    description: Directory for the JSON report. Without it, nothing is written.
+    type: path
+  wall_s:
+    description: The run's wall time, for the report.
+    type: float
+attributes:
+  check_mode:
+    support: full
+    description: Returns the table of what would happen (C(would change), C(would resume), with the pods to evict);
+      writes no file.
+  diff_mode:
+    support: none
+    description: No diff, the report is written on the control host.
+author: NVIDIA MIG rollout toolkit maintainers (@nvidia-mig-rollout)
+"""
+
+EXAMPLES = r"""
+- name: Report
+  mig_rollout_report:
+    run: "{{ mig_rollout_run }}"
+    plan: "{{ mig_rollout_plan_result.plan }}"
+    results: "{{ results }}"
+    report_dir: reports
+"""
+
+RETURN = r"""
+table:
+  description: The report as lines of text.
+  returned: always
+  type: list
+  elements: str
+summary:
+  description: Nodes per result (done, skipped, failed, not started).
+  returned: always
+  type: dict
+nodes:
+  description: One entry per node.
+  returned: always
+  type: list
+  elements: dict
+path:
+  description: The JSON report written.
+  returned: when written
+  type: str
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task import (
+    TaskContext,
+    TaskSpec,
+    run_module,
+)
+
+try:
+    from migrollout.rollout.report import entries, summary, table
+    from migrollout.timestamps import time_text
+except ImportError:  # run_module reports the missing package
+    pass
+
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "run": {"type": "str", "required": True},
+    "plan": {"type": "list", "elements": "dict", "required": True},
+    "results": {"type": "dict", "default": {}},
+    "report_dir": {"type": "path"},
+    "wall_s": {"type": "float"},
+}
+
+
+def run(ctx: TaskContext) -> dict[str, Any]:
+    params = ctx.params
+    rows = entries(params["plan"], params["results"], planned_only=ctx.check_mode)
+    report = {"run": params["run"], "finished": time_text(), "wall_s": params.get("wall_s"),
+              "summary": summary(rows), "nodes": rows}
+    result: dict[str, Any] = {"changed": False, "summary": report["summary"], "table": table(rows), "nodes": rows}
+    if params.get("report_dir") and not ctx.check_mode:
+        directory = Path(params["report_dir"])
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"mig-rollout-{params['run']}.json"
+        path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        latest = directory / "latest.json"
+        latest.unlink(missing_ok=True)
+        os.symlink(path.name, latest)
+        result["path"] = str(path)
+    return result
+
+
+SPEC = TaskSpec("mig_rollout_report", ARGUMENT_SPEC, run, connection=False)
+
+
+def main() -> None:
+    run_module(SPEC)
+
+
+if __name__ == "__main__":
+    main()
