@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Pytest and Molecule need the binaries' directory; simcluster prints it.
 PYTEST_FLAGS ?=
 
-.PHONY: venv binaries demo test lint unit integration molecule bench clean
+.PHONY: venv binaries demo test lint unit conformance integration molecule bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,7 @@ demo: binaries
 test: binaries
 	$(MAKE) lint
 	$(MAKE) unit
+	$(MAKE) conformance
 	$(MAKE) integration
 	$(MAKE) molecule
 
@@ -37,6 +38,10 @@ lint: venv
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_FLAGS)
+
+# The toolkit against NVIDIA's own code (mig-parted's parser, go-nvml's recorded MIG tables).
+conformance: binaries
+	$(BIN)/pytest tests/conformance $(PYTEST_FLAGS)
 
 integration: binaries
 	$(BIN)/pytest tests/integration $(PYTEST_FLAGS)

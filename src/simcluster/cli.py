@@ -2,6 +2,7 @@
 
     simcluster up [--fleet FILE] [--nodes N] [--port PORT] [--without-operator]
     simcluster env | status | down | build | bin-dir | models
+    simcluster path bin-dir|chart|operator|mig-parted|mig-oracle|assets|manifests
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from migrollout import catalogue, clusterpolicy, labels, nodes
 from migrollout.kube import Connection, KubeClient, KubeError
 from migrollout.processes import pid_alive
-from simcluster import binaries
+from simcluster import binaries, upstream
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
     ClusterError,
@@ -219,6 +220,27 @@ def cmd_build(args: argparse.Namespace) -> int:
     version = subprocess.run([built.path("kube-apiserver"), "--version"], capture_output=True, text=True)
     print(f"simcluster: binaries in {built.directory} ({version.stdout.strip()}, helm v{binaries.HELM_VERSION}, "
           f"etcd v{binaries.ETCD_VERSION})")
+    nvidia = upstream.build()
+    print(f"simcluster: NVIDIA components in {nvidia.directory} (gpu-operator {upstream.OPERATOR_VERSION}, "
+          f"mig-parted {upstream.MIG_PARTED_VERSION} with go-nvlib {upstream.GO_NVLIB_VERSION}, "
+          f"go-nvml {upstream.GO_NVML_VERSION})")
+    return 0
+
+
+PATHS = {
+    "bin-dir": lambda: binaries.build().directory,
+    "chart": lambda: upstream.build().chart,
+    "operator": lambda: upstream.build().operator,
+    "mig-parted": lambda: upstream.build().mig_parted,
+    "mig-oracle": lambda: upstream.build().mig_oracle,
+    "assets": lambda: upstream.build().assets,
+    "manifests": lambda: upstream.build().manifests,
+}
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    """Print where a built component is (building it first if needed)."""
+    print(PATHS[args.name]())
     return 0
 
 
@@ -252,10 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, func, text in (("down", cmd_down, "stop every process and remove the state"),
                              ("env", cmd_env, "print shell exports for the cluster"),
                              ("status", cmd_status, "show what runs"),
-                             ("build", cmd_build, "build the control-plane binaries only"),
+                             ("build", cmd_build, "build the control-plane binaries and NVIDIA's components"),
                              ("bin-dir", cmd_bin_dir, "print the directory of kubectl and helm"),
                              ("models", cmd_models, "list the GPU models of the catalogue")):
         commands.add_parser(name, help=text).set_defaults(func=func)
+    path = commands.add_parser("path", help="print where a built component is (bin-dir, chart, operator, ...)")
+    path.add_argument("name", choices=sorted(PATHS))
+    path.set_defaults(func=cmd_path)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
