@@ -80,11 +80,14 @@ def device_plugin_resources(layouts: list[GpuLayout], strategy: str) -> tuple[di
     return resources, None
 
 
-def _base_labels(model: GpuModel, count: int) -> dict[str, str]:
+def _base_labels(model: GpuModel, layouts: list[GpuLayout]) -> dict[str, str]:
     major, minor, rev = DRIVER_VERSION
+    # GFD labels a model's MIG-enabled GPUs "without sharing" (replicas 0); its MIG-disabled GPUs, labelled
+    # after them, override that with replicas 1. The MIG strategy does not matter here.
+    whole_gpus = any(not layout.mig_enabled for layout in layouts)
     labels = {
-        "nvidia.com/gpu.count": str(count),
-        "nvidia.com/gpu.replicas": "1",
+        "nvidia.com/gpu.count": str(len(layouts)),
+        "nvidia.com/gpu.replicas": "1" if whole_gpus or not layouts else "0",
         "nvidia.com/gpu.sharing-strategy": "none",
         "nvidia.com/gpu.product": model.product,
         "nvidia.com/gpu.memory": str(model.memory_mib),
@@ -111,6 +114,7 @@ def _base_labels(model: GpuModel, count: int) -> dict[str, str]:
 
 
 def _profile_labels(prefix: str, model: GpuModel, profile_name: str, count: int) -> dict[str, str]:
+    """A MIG device type's labels: NVML's attributes of such a device (the catalogue's profile table)."""
     profile = model.profile(profile_name)
     if profile is None:
         raise ValueError(f"profile {profile_name} does not exist on {model.key}")
@@ -121,7 +125,7 @@ def _profile_labels(prefix: str, model: GpuModel, profile_name: str, count: int)
         f"{prefix}.memory": str(profile.memory_mib),
         f"{prefix}.multiprocessors": str(profile.multiprocessors),
         f"{prefix}.slices.gi": str(profile.compute_slices),
-        f"{prefix}.slices.ci": str(profile.compute_slices),
+        f"{prefix}.slices.ci": str(profile.ci_slices),
     }
     labels.update({f"{prefix}.engines.{engine}": str(n) for engine, n in profile.engines.items()})
     return labels
@@ -129,7 +133,7 @@ def _profile_labels(prefix: str, model: GpuModel, profile_name: str, count: int)
 
 def gfd_labels(model: GpuModel, layouts: list[GpuLayout], strategy: str) -> dict[str, str]:
     """The labels GPU feature discovery writes for this node (without the timestamp)."""
-    labels = _base_labels(model, len(layouts))
+    labels = _base_labels(model, layouts)
     if strategy == "none":
         return labels
     labels["nvidia.com/mig.strategy"] = strategy

@@ -13,7 +13,9 @@ from migrollout.default_config import DEFAULT_CONFIGMAP_NAME
 GROUP_VERSION = "nvidia.com/v1"
 PLURAL = "clusterpolicies"
 DEFAULT_NAMESPACE = "gpu-operator"
-DEFAULT_STRATEGY = "single"  # the chart's default mig.strategy
+# An absent spec.mig.strategy: the operator passes no MIG_STRATEGY to the device plugin and feature
+# discovery, whose own default is "none" (the chart's "single" is a chart value, not the CRD's default).
+DEFAULT_STRATEGY = "none"
 
 Policy = dict[str, Any]
 
@@ -28,7 +30,8 @@ def _get(policy: Policy | None, *path: str, default: Any = None) -> Any:
 
 
 def strategy(policy: Policy | None) -> str:
-    return str(_get(policy, "spec", "mig", "strategy", default=DEFAULT_STRATEGY))
+    """The MIG strategy the device plugin and feature discovery run with under this ClusterPolicy."""
+    return str(_get(policy, "spec", "mig", "strategy", default="") or DEFAULT_STRATEGY)
 
 
 def namespace(policy: Policy | None, fallback: str = DEFAULT_NAMESPACE) -> str:

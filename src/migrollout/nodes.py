@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -43,9 +44,53 @@ def has_gpus(node: Node) -> bool:
     return found.get(labels.GPU_PRESENT) == "true" or any(found.get(key) == "true" for key in labels.NFD_NVIDIA_PCI)
 
 
+# node-feature-discovery's PCI labels: feature.node.kubernetes.io/pci-<fields>.present, the fields being the
+# configured deviceLabelFields joined by "_" (lowercase hex without 0x), in NFD's order class, vendor,
+# device, subsystem_vendor, subsystem_device. The GPU Operator's bundled NFD publishes only the vendor
+# (pci-10de.present); an NFD configured with "device" (e.g. pci-10de_20b0.present or
+# pci-0302_10de_20b0.present) tells the GPU's PCI device id. GPU feature discovery publishes no PCI id.
+NFD_PCI_LABEL = re.compile(r"^feature\.node\.kubernetes\.io/pci-([0-9a-f_]+)\.present$")
+NVIDIA_VENDOR = "10de"
+PCI_CLASS_DISPLAY = "03"  # 0300 VGA, 0302 3D controller: GPUs (NVSwitches are 0680)
+
+
+def pci_device_ids(node: Node) -> list[str]:
+    """The NVIDIA PCI device ids (``20B0``) NFD's labels name on this node; empty when NFD publishes none."""
+    found: list[str] = []
+    for key, value in node_labels(node).items():
+        match = NFD_PCI_LABEL.match(key)
+        if not match or value != "true":
+            continue
+        fields = match[1].split("_")
+        if NVIDIA_VENDOR not in fields:
+            continue
+        vendor_at = fields.index(NVIDIA_VENDOR)
+        if vendor_at > 0 and not fields[vendor_at - 1].startswith(PCI_CLASS_DISPLAY):
+            continue  # a class field that is no GPU's
+        if vendor_at + 1 < len(fields) and len(fields[vendor_at + 1]) == 4:
+            device = fields[vendor_at + 1].upper()
+            if device not in found:
+                found.append(device)
+    return sorted(found)
+
+
 def gpu_model(node: Node) -> GpuModel | None:
-    product = node_labels(node).get(labels.GPU_PRODUCT)
-    return catalogue.find_model(product) if product else None
+    """The node's GPU model: by PCI device id where NFD publishes it, else by GFD's product label.
+
+    The PCI id is exact; product strings vary with drivers and board variants (a spelling the catalogue
+    lacks would make the node unknown), so they are only the fallback. When NFD names several known GPU
+    models, the product label decides among them.
+    """
+    product = node_labels(node).get(labels.GPU_PRODUCT, "")
+    by_product = catalogue.find_model(product) if product else None
+    by_pci = [model for model in map(catalogue.model_for_device_id, pci_device_ids(node)) if model is not None]
+    if len(by_pci) == 1:
+        return by_pci[0]
+    if by_pci and by_product is not None:
+        same = [model for model in by_pci if model.product == by_product.product]
+        if same:
+            return same[0]
+    return by_product
 
 
 def mig_state(node: Node) -> str:
@@ -101,9 +146,11 @@ def require_gpu_node(node: Node) -> GpuModel:
     model = gpu_model(node)
     if model is None:
         product = node_labels(node).get(labels.GPU_PRODUCT)
-        if not product:
+        ids = ", ".join(f"0x{pci}" for pci in pci_device_ids(node))
+        if not product and not ids:
             raise NodeError(f"node {name} has no {labels.GPU_PRODUCT} label yet: is GPU feature discovery running?")
-        raise NodeError(f"node {name}: GPU {product} is not in the MIG catalogue")
+        seen = " and ".join(part for part in (f"PCI device {ids}" if ids else "", product or "") if part)
+        raise NodeError(f"node {name}: GPU {seen} is not in the MIG catalogue")
     return model
 
 

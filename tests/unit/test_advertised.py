@@ -4,7 +4,8 @@ import pytest
 
 from migrollout import catalogue
 from migrollout.advertised import advertise, device_plugin_resources, gfd_labels, single_strategy_error
-from migrollout.migconfig import DISABLED, GpuLayout
+from migrollout.migconfig import DISABLED, GpuLayout, parse_config_text
+from migrollout.verification import expect
 
 MIG_MODELS = [m for m in catalogue.MODELS if m.mig_capable]
 
@@ -58,3 +59,55 @@ def test_single_strategy_without_mig_looks_like_none():
     assert labels["nvidia.com/mig.strategy"] == "single"
     assert labels["nvidia.com/mig.capable"] == "false"
     assert device_plugin_resources([DISABLED] * 4, "single") == ({"nvidia.com/gpu": 4}, None)
+
+
+# GFD's labels for one MIG device type come from NVML's attributes of such a device: the recorded tables.
+@pytest.mark.parametrize("key, profile, memory, multiprocessors, slices_gi, slices_ci, engines", [
+    ("A100-SXM4-40GB", "1g.5gb", "4864", "14", "1", "1", ("1", "0", "0", "0", "0")),
+    ("A100-SXM4-40GB", "1g.5gb+me", "4864", "14", "1", "1", ("1", "1", "0", "1", "1")),
+    ("A100-SXM4-40GB", "3g.20gb", "19968", "42", "3", "3", ("3", "2", "0", "0", "0")),
+    ("A100-SXM4-80GB", "1g.10gb", "9856", "14", "1", "1", ("1", "1", "0", "0", "0")),
+    ("A100-SXM4-80GB", "1g.20gb", "19968", "14", "1", "1", ("1", "1", "0", "0", "0")),
+    ("A100-SXM4-80GB", "4g.40gb", "40192", "56", "4", "4", ("4", "2", "0", "0", "0")),
+    ("A100-SXM4-80GB", "7g.80gb", "80384", "98", "7", "7", ("7", "5", "0", "1", "1")),
+    ("A100-SXM4-80GB", "1c.3g.40gb", "40192", "14", "3", "1", ("3", "2", "0", "0", "0")),
+    ("A30", "2g.12gb+me", "11672", "28", "2", "2", ("2", "2", "0", "1", "1")),
+])
+@pytest.mark.parametrize("strategy", ["single", "mixed"])
+def test_mig_device_labels_are_the_recorded_values(key, profile, memory, multiprocessors, slices_gi, slices_ci,
+                                                    engines, strategy):
+    model = catalogue.find_model(key)
+    labels = gfd_labels(model, [GpuLayout(True, {profile: 1})] * 2, strategy)
+    prefix = "nvidia.com/gpu" if strategy == "single" else f"nvidia.com/mig-{profile.replace('+', '.')}"
+    assert labels[f"{prefix}.memory"] == memory
+    assert labels[f"{prefix}.multiprocessors"] == multiprocessors
+    assert (labels[f"{prefix}.slices.gi"], labels[f"{prefix}.slices.ci"]) == (slices_gi, slices_ci)
+    assert tuple(labels[f"{prefix}.engines.{e}"] for e in ("copy", "decoder", "encoder", "jpeg", "ofa")) == engines
+
+
+# gpu.replicas: GFD labels a model's MIG-enabled GPUs without sharing (0) and its MIG-disabled ones with 1, the
+# latter winning; under single with valid MIG devices the MIG device's labels (1) replace them.
+@pytest.mark.parametrize("layouts, strategy, replicas", [
+    ([GpuLayout(True, {"1g.10gb": 7})] * 2, "none", "0"),
+    ([GpuLayout(True, {"1g.10gb": 7})] * 2, "mixed", "0"),
+    ([GpuLayout(True, {"1g.10gb": 7})] * 2, "single", "1"),
+    ([GpuLayout(True, {})] * 2, "single", "0"),  # MIG-INVALID
+    ([GpuLayout(True, {"1g.10gb": 7}), DISABLED], "mixed", "1"),
+    ([GpuLayout(True, {"1g.10gb": 7}), DISABLED], "none", "1"),
+    ([DISABLED] * 2, "none", "1"),
+    ([DISABLED] * 2, "single", "1"),
+])
+def test_gpu_replicas(layouts, strategy, replicas):
+    model = catalogue.find_model("A100-80GB")
+    assert gfd_labels(model, layouts, strategy)["nvidia.com/gpu.replicas"] == replicas
+
+
+def test_verification_expects_what_the_config_produces_with_nvml_names():
+    config = parse_config_text("version: v1\nmig-configs:\n  ci:\n"
+                               "    - {devices: all, mig-enabled: true, mig-devices: {1c.1g.10gb: 7}}\n")
+    model = catalogue.find_model("A100-80GB")
+    expected = expect(config, "ci", model, 2, "mixed")
+    assert expected.resources == {"nvidia.com/mig-1g.10gb": 14}
+    assert expected.labels["nvidia.com/mig-1g.10gb.count"] == "14"
+    single = expect(config, "ci", model, 2, "single")
+    assert single.labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb"

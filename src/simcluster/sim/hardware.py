@@ -14,8 +14,8 @@ from typing import Any
 
 from migrollout import catalogue
 from migrollout.catalogue import GpuModel
-from migrollout.default_config import build_default_config
-from migrollout.migconfig import DISABLED, GpuLayout, parse_config, resolve
+from migrollout.default_config import default_mig_config
+from migrollout.migconfig import DISABLED, GpuLayout, resolve
 
 PREFIX = "simcluster.dev/"
 GPU_MODEL = PREFIX + "gpu-model"
@@ -102,5 +102,5 @@ def initial_layouts(spec: Any) -> list[GpuLayout]:
         return [GpuLayout(True, dict(spec.mig_devices))] * spec.gpu_count
     if not spec.mig_config:
         return [DISABLED] * spec.gpu_count
-    resolved = resolve(parse_config(build_default_config()), spec.mig_config, spec.gpu, spec.gpu_count)
+    resolved = resolve(default_mig_config(), spec.mig_config, spec.gpu, spec.gpu_count)
     return [layout if layout is not None else DISABLED for layout in resolved]
