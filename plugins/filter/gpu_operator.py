@@ -7,15 +7,22 @@ import json
 from ansible.errors import AnsibleFilterError
 
 
-def gpu_operator_values(strategy, **options):
+def gpu_operator_values(strategy, chart_path=None, **options):
     """{{ k8s_gpu_mig_strategy | nvidia_mig.rollout.gpu_operator_values(driver=..., mig_configs=..., ...) }}"""
     try:
-        from migrollout.operator_values import build_values
+        from migrollout.operator_values import MigConfigsRefused, build_values, chart_versions
     except ImportError as exc:
         raise AnsibleFilterError(f"gpu_operator_values needs the nvidia-mig-rollout Python package (pip install the "
                                  f"collection's directory): {exc}") from None
     # Plain data in (templated values arrive as Ansible's tagged types), plain data out.
-    return build_values(str(strategy), **json.loads(json.dumps(options)))
+    options = json.loads(json.dumps(options))
+    if chart_path:
+        # A chart on disk says itself which release it is and which MIG manager it deploys.
+        options["chart_version"], options["mig_manager_version"] = chart_versions(str(chart_path))
+    try:
+        return build_values(str(strategy), **options)
+    except MigConfigsRefused as exc:
+        raise AnsibleFilterError(str(exc)) from None
 
 
 class FilterModule:

@@ -8,12 +8,20 @@ DOCUMENTATION = r"""
 module: mig_config_check
 short_description: Check custom mig-parted configs against the MIG catalogue before they are installed
 description:
-  - Parses O(configs) (the C(mig-configs) mapping of a mig-parted file) and refuses unknown fields and
-    malformed entries.
-  - An entry with a C(device-filter) must fit every GPU model it names; an entry without one must fit at
-    least one of the GPU models it could land on (O(models), else the MIG-capable models found on the
-    cluster's nodes, else the whole catalogue). Fitting means the profiles exist on that model, their counts
-    stay within each profile's maximum, and the slices add up (MIG catalogue).
+  - Refuses exactly what the MIG manager refuses when it loads its ConfigMap. It reads the whole file first,
+    so one bad entry fails every MIG change on every node. Refused, each named by its entry with
+    mig-parted's reason, are MIG enabled without C(mig-devices), all counts 0, malformed profile names,
+    unknown fields and the other errors of mig-parted's parser. Accepted is what mig-parted accepts,
+    negative indices, an empty file and compute-instance profiles included.
+  - Which MIG manager reads the file decides what it can parse. MIG managers before v0.12.3 (GPU Operator
+    before v25.3.3) cannot parse C(-me) or C(+me.all) names. The version comes from O(mig_manager_version),
+    else the chart at O(chart_path), else O(chart_version).
+  - Stricter than mig-parted in one respect, on purpose. Each profile must exist on and fit the GPUs its
+    entry targets, which mig-parted finds out only when it applies the config to a node (the node then ends
+    C(failed)). An entry with a C(device-filter) must fit every GPU model it names; an entry without one
+    must fit at least one of the GPU models it could land on (O(models), else the MIG-capable models found
+    on the cluster's nodes, else the whole catalogue). Fitting means the profiles exist on that model,
+    their counts stay within each profile's maximum, and NVML's placements hold them all.
   - Changes nothing.
 options:
   configs:
@@ -24,6 +32,15 @@ options:
     description: GPU models (catalogue keys, aliases or GFD product names) the configs may target.
     type: list
     elements: str
+  chart_version:
+    description: The GPU Operator chart release that will read the configs (default, the toolkit's default release).
+    type: str
+  chart_path:
+    description: A GPU Operator chart on disk; its version and MIG manager image tag are read from it.
+    type: path
+  mig_manager_version:
+    description: The MIG manager image tag (for example C(v0.12.3-ubuntu20.04)), overriding the chart's.
+    type: str
 extends_documentation_fragment:
   - nvidia_mig.rollout.kube_connection
   - nvidia_mig.rollout.read_only
@@ -32,7 +49,7 @@ author: NVIDIA MIG rollout toolkit maintainers (@nvidia-mig-rollout)
 
 EXAMPLES = r"""
 - name: Refuse configs the A100s cannot hold, before installing them
-  mig_config_check:
+  nvidia_mig.rollout.mig_config_check:
     configs:
       training-a100:
         - devices: all
@@ -51,6 +68,11 @@ models:
   returned: always
   type: list
   elements: str
+mig_manager_version:
+  description: The MIG manager release whose parser the configs were checked with.
+  returned: success
+  type: str
+  sample: v0.12.3
 problems:
   description: Every problem found, one sentence each.
   returned: failure
@@ -68,69 +90,36 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 )
 
 try:
-    from migrollout import catalogue, labels
+    from migrollout import catalogue, labels, nodes
     from migrollout.catalogue import GpuModel
     from migrollout.kube import KubeError
-    from migrollout.migconfig import GpuLayout, MigConfigError, format_devices, layout_problems, parse_config
+    from migrollout.migconfig import Dialect, check_custom_configs
+    from migrollout.operator_values import MigConfigsRefused, chart_versions, mig_manager_for
 except ImportError:  # run_module reports the missing package
     pass
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "configs": {"type": "dict", "required": True},
     "models": {"type": "list", "elements": "str"},
+    "chart_version": {"type": "str"},
+    "chart_path": {"type": "path"},
+    "mig_manager_version": {"type": "str"},
 }
 
 
 def cluster_models(ctx: TaskContext) -> list[GpuModel]:
     """The MIG-capable GPU models GPU feature discovery reports on the cluster's nodes."""
     try:
-        nodes, _ = ctx.api.list("/api/v1/nodes", what="list GPU nodes", label_selector=labels.GPU_PRODUCT)
+        listed, _ = ctx.api.list("/api/v1/nodes", what="list GPU nodes", label_selector=labels.GPU_PRODUCT)
     except KubeError as exc:
         ctx.warn(f"cannot list the cluster's GPU models ({exc.one_line()}); checking against the whole catalogue")
         return []
     found: dict[str, GpuModel] = {}
-    for node in nodes:
-        model = catalogue.find_model(node["metadata"]["labels"][labels.GPU_PRODUCT])
+    for node in listed:
+        model = nodes.gpu_model(node)
         if model is not None and model.mig_capable:
             found[model.key] = model
     return list(found.values())
-
-
-def check(configs: dict[str, Any], candidates: list[GpuModel]) -> tuple[dict[str, list[str]], list[str]]:
-    """(config -> models each config fits, problems). An entry with a device-filter must fit every model it
-    names; an entry without one must fit at least one of the candidate models."""
-    try:
-        parsed = parse_config({"version": "v1", "mig-configs": configs})
-    except MigConfigError as exc:
-        return {}, [str(exc)]
-    problems: list[str] = []
-    fits: dict[str, list[str]] = {}
-    for name in parsed.names():
-        targets: set[str] = set()
-        for index, entry in enumerate(parsed.entries(name)):
-            where = f"mig-configs.{name}[{index}]"
-            layout = GpuLayout(entry.mig_enabled, dict(entry.mig_devices))
-            if entry.device_filter:
-                models = [m for m in catalogue.MODELS if m.device_filter in entry.device_filter]
-                unknown = [f for f in entry.device_filter if not any(m.device_filter == f for m in catalogue.MODELS)]
-                if unknown:
-                    problems.append(f"{where}: device-filter {', '.join(unknown)} matches no GPU in the catalogue")
-                for model in models:
-                    for problem in layout_problems(layout, model):
-                        problems.append(f"{where}: {problem}")
-                targets.update(m.key for m in models if not layout_problems(layout, m))
-                continue
-            if not entry.mig_enabled:
-                targets.update(m.key for m in candidates)
-                continue
-            good = [m for m in candidates if not layout_problems(layout, m)]
-            if not good:
-                reasons = sorted({p for m in candidates for p in layout_problems(layout, m)})
-                problems.append(f"{where}: {format_devices(layout.devices)} fits none of the GPU models it could "
-                                f"target ({', '.join(m.key for m in candidates)}): " + "; ".join(reasons[:3]))
-            targets.update(m.key for m in good)
-        fits[name] = sorted(targets)
-    return fits, problems
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
@@ -144,8 +133,17 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             candidates.append(model)
     else:
         candidates = cluster_models(ctx) or [m for m in catalogue.MODELS if m.mig_capable]
-    fits, problems = check(params["configs"], candidates)
-    result = {"changed": False, "fits": fits, "models": [m.key for m in candidates]}
+    chart_version, mig_manager_version = params.get("chart_version"), params.get("mig_manager_version")
+    if params.get("chart_path"):
+        chart_version, chart_tag = chart_versions(params["chart_path"])
+        mig_manager_version = mig_manager_version or chart_tag
+    try:
+        manager = mig_manager_for(chart_version, mig_manager_version)
+    except MigConfigsRefused as exc:
+        raise TaskFailed(str(exc)) from None
+    fits, problems = check_custom_configs(params["configs"], candidates, catalogue.MODELS,
+                                          Dialect.for_mig_manager(manager))
+    result = {"changed": False, "fits": fits, "models": [m.key for m in candidates], "mig_manager_version": manager}
     if problems:
         raise TaskFailed(f"{len(problems)} problem(s) in the custom MIG configs: " + "; ".join(problems[:5]),
                          problems=problems, **result)

@@ -59,10 +59,10 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 )
 
 try:
-    from migrollout import catalogue, clusterpolicy, labels, nodes
+    from migrollout import clusterpolicy, labels, nodes
     from migrollout.advertised import single_strategy_error
-    from migrollout.default_config import build_default_config
-    from migrollout.migconfig import DISABLED, MigPartedConfig, parse_config, resolve
+    from migrollout.default_config import default_mig_config
+    from migrollout.migconfig import DISABLED, MigPartedConfig, resolve
     from migrollout.migsetup import SetupError, read_config_map, read_policy
 except ImportError:  # run_module reports the missing package
     pass
@@ -82,7 +82,7 @@ def _config_for(ctx: TaskContext, policy: dict[str, Any] | None, namespace: str,
             cache[key] = read_config_map(ctx.api, namespace, candidates)
         except SetupError:
             # No ConfigMap yet (the operator is being installed): it will be the default one.
-            cache[key] = ("default (to be created)", parse_config(build_default_config()))
+            cache[key] = ("default (to be created)", default_mig_config())
     return cache[key]
 
 
@@ -103,7 +103,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     for node in labelled:
         name = node["metadata"]["name"]
         config, state = nodes.mig_config(node), nodes.mig_state(node)
-        model = catalogue.find_model(nodes.node_labels(node).get(labels.GPU_PRODUCT, ""))
+        model = nodes.gpu_model(node)
         if model is None or not model.mig_capable:
             continue
         result["checked"].append(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from migrollout import catalogue, labels, nodes
+from migrollout import labels, nodes
 from migrollout.kube import KubeClient
 
 
@@ -21,7 +21,7 @@ def gpu_hosts(api: KubeClient, pool_label: str, mig_capable_only: bool) -> list[
             continue
         found = nodes.node_labels(node)
         product = found.get(labels.GPU_PRODUCT, "")
-        model = catalogue.find_model(product) if product else None
+        model = nodes.gpu_model(node)
         if mig_capable_only and model is not None and not model.mig_capable:
             continue
         count = found.get(labels.GPU_COUNT)
@@ -46,3 +46,30 @@ def gpu_hosts(api: KubeClient, pool_label: str, mig_capable_only: bool) -> list[
             },
         })
     return hosts
+
+
+def identity(api: KubeClient) -> str:
+    """Who the API server thinks the caller is (a SelfSubjectReview, which every authenticated identity may
+    create), as "user X (groups a, b)"; "" when it cannot tell."""
+    try:
+        review = api.create(SELF_SUBJECT_REVIEW, {"apiVersion": "authentication.k8s.io/v1",
+                                                  "kind": "SelfSubjectReview"}, what="ask who the API server sees")
+    except KubeError:
+        return ""
+    user = (review.get("status") or {}).get("userInfo") or {}
+    groups = [g for g in user.get("groups") or [] if g != "system:authenticated"]
+    return f"user {user.get('username', '?')}" + (f" (groups {', '.join(groups)})" if groups else "")
+
+
+def listing_error(api: KubeClient | None, error: KubeError) -> str:
+    """Why the GPU nodes could not be listed, in one sentence: what was refused, and by whom it was seen."""
+    where = f" at {api.host}" if api is not None else ""
+    if error.status == 401:
+        return (f"the API server{where} refused the credentials (HTTP 401 Unauthorized): it sees no identity; "
+                f"check the kubeconfig's token or certificate")
+    if error.status == 403:
+        seen = identity(api) if api is not None else ""
+        who = f"it sees you as {seen}" if seen else "the identity it saw is in its message"
+        return (f"the API server{where} refused to list nodes (HTTP 403 Forbidden): {who}; {error.message}; bind "
+                f"that identity to the rollout's ClusterRole (rbac/mig-rollout.yaml)")
+    return f"cannot list the cluster's nodes: {error.one_line()}"
