@@ -40,3 +40,11 @@ def test_cluster_action_group_is_the_modules_that_take_a_kubeconfig() -> None:
     runtime = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())
     takes_connection = {module for module in MODULES if "kubeconfig" in spec(module).full_argument_spec}
     assert set(runtime["action_groups"]["cluster"]) == takes_connection
+
+
+def test_collection_and_python_package_versions_agree() -> None:
+    import tomllib
+
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert galaxy["version"] == project["version"]
