@@ -55,6 +55,15 @@ options:
     description: Seconds helm may take.
     type: int
     default: 600
+  registry:
+    description:
+      - A registry that mirrors the chart's images. Every image repository in the chart's default values and
+        its subcharts' (any mapping with a C(repository) key) is pulled from it instead, its path kept
+        (C(nvcr.io/nvidia/cloud-native) becomes C(<registry>/nvidia/cloud-native), C(registry.k8s.io/nfd/x)
+        becomes C(<registry>/nfd/x)).
+      - Read from the chart being installed (pulled into a temporary directory when it is not on disk), so a
+        chart release that moves an image needs no change here. O(values) win over the mirror's.
+    type: str
   helm_binary:
     description: The helm executable (a name on PATH or a path).
     type: str
@@ -120,6 +129,7 @@ status:
 """
 
 import json
+import tempfile
 from typing import Any
 
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task import (
@@ -132,7 +142,9 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 try:
     import yaml
 
+    from migrollout.chart_images import ChartError, chart_values, mirror_overrides
     from migrollout.helm import Helm, HelmError
+    from migrollout.operator_values import deep_merge
 except ImportError:  # run_module reports the missing package
     pass
 
@@ -146,6 +158,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "wait": {"type": "bool", "default": False},
     "timeout": {"type": "int", "default": 600},
+    "registry": {"type": "str"},
     "helm_binary": {"type": "str", "default": "helm"},
     "kubeconfig": {"type": "path"},
     "context": {"type": "str"},
@@ -183,7 +196,13 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             return result
 
         wanted_chart = helm.chart_identity(params["chart"], version, params.get("repo_url"))
-        wanted_values = _normalized(params["values"])
+        values = params["values"]
+        if params.get("registry"):
+            with tempfile.TemporaryDirectory() as scratch:
+                chart_dir = helm.pull(params["chart"], version, params.get("repo_url"), scratch)
+                # Explicit values win over the mirror's (an image the caller points elsewhere on purpose).
+                values = deep_merge(mirror_overrides(chart_values(chart_dir), params["registry"]), values)
+        wanted_values = _normalized(values)
         reasons = []
         if current is None:
             reasons.append("not installed")
@@ -209,7 +228,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                                 params["wait"])
         result.update({"revision": deployed.revision, "status": deployed.status})
         return result
-    except HelmError as exc:
+    except (HelmError, ChartError) as exc:
         raise TaskFailed(str(exc)) from None
 
 

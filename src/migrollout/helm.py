@@ -85,6 +85,21 @@ class Helm:
         meta = yaml.safe_load(self._run(*args, what=f"read chart {chart}"))
         return f"{meta['name']}-{meta['version']}"
 
+    def pull(self, chart: str, version: str | None, repo_url: str | None, into: str) -> str:
+        """The chart's directory: ``chart`` itself when it is a directory, else the chart pulled into ``into``."""
+        if os.path.isdir(chart):
+            return chart
+        args = ["pull", chart, "--untar", "--untardir", into]
+        if repo_url:
+            args += ["--repo", repo_url]
+        if version:
+            args += ["--version", version]
+        self._run(*args, what=f"pull chart {chart}")
+        pulled = [entry for entry in os.listdir(into) if os.path.isdir(os.path.join(into, entry))]
+        if len(pulled) != 1:
+            raise HelmError(f"pull chart {chart}: expected one chart directory, found {pulled or 'none'}")
+        return os.path.join(into, pulled[0])
+
     def upgrade(self, release: str, namespace: str, chart: str, version: str | None, repo_url: str | None,
                 values: dict[str, Any], wait: bool) -> Deployed:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:

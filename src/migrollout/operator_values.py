@@ -18,20 +18,6 @@ __all__ = ["MergedConfigs", "MigConfigsRefused", "build_values", "chart_versions
 
 CHART_DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
-# Each operand's image repository in the upstream chart, below the registry (nvcr.io).
-IMAGE_PATHS = {
-    "operator": "nvidia",
-    "driver": "nvidia",
-    "toolkit": "nvidia/k8s",
-    "devicePlugin": "nvidia",
-    "dcgm": "nvidia/cloud-native",
-    "dcgmExporter": "nvidia/k8s",
-    "gfd": "nvidia",
-    "migManager": "nvidia/cloud-native",
-    "validator": "nvidia/cloud-native",
-}
-
-
 def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in extra.items():
@@ -169,7 +155,7 @@ def build_values(strategy: str, *, driver: bool = True, toolkit: bool = True, dc
                  dcgm_exporter: bool = True, mig_manager: bool = True, mig_manager_env: Mapping[str, Any] | None = None,
                  mig_configs: Mapping[str, Any] | None = None, mig_config_map: str = "custom-mig-parted-config",
                  mig_configs_with_defaults: bool = True,
-                 tolerations: list[dict[str, Any]] | None = None, registry: str = "",
+                 tolerations: list[dict[str, Any]] | None = None,
                  extra: Mapping[str, Any] | None = None, chart_version: str | None = None,
                  mig_manager_version: str | None = None) -> dict[str, Any]:
     """The chart values. ``chart_version`` (default: the role's) and ``mig_manager_version`` (default: an
@@ -196,7 +182,4 @@ def build_values(strategy: str, *, driver: bool = True, toolkit: bool = True, dc
                                      with_defaults=mig_configs_with_defaults).configs
         values["migManager"]["config"] = {"create": True, "name": mig_config_map, "default": "all-disabled",
                                           "data": {"config.yaml": mig_parted_yaml(configs)}}
-    if registry:
-        for component, path in IMAGE_PATHS.items():
-            values.setdefault(component, {})["repository"] = f"{registry.rstrip('/')}/{path}"
     return deep_merge(values, extra or {})
