@@ -31,6 +31,7 @@ test: binaries
 	$(MAKE) unit
 	$(MAKE) conformance
 	$(MAKE) integration
+	$(MAKE) faults
 	$(MAKE) molecule
 
 lint: venv
@@ -45,6 +46,12 @@ conformance: binaries
 
 integration: binaries
 	$(BIN)/pytest tests/integration $(PYTEST_FLAGS)
+
+# Fault injection on a simulated cluster of its own: a frozen or killed control host, a flaky API server, bad
+# settings and credentials, pods that come back (issue 12), judged from the API server's view.
+.PHONY: faults
+faults: binaries
+	$(BIN)/pytest tests/faults $(PYTEST_FLAGS)
 
 molecule: binaries
 	scripts/molecule.sh

@@ -12,7 +12,11 @@ description:
     C(mig_config).
   - Host variables C(gpu_model) (catalogue key), C(gpu_product), C(gpu_count), C(mig_capable),
     C(mig_config_current), C(mig_config_state); hosts connect locally (every call runs on the control host).
-  - When the cluster cannot be reached, warns and lists no GPU node, so other playbooks still run.
+  - When the cluster cannot be listed (unreachable, a bad kubeconfig, credentials refused, an identity without
+    the right to list nodes), warns and lists no GPU node, so playbooks that need none (the GPU Operator's
+    install, on a cluster without GPU nodes yet) still run; it sets C(gpu_nodes_inventory_error) on every host
+    (the group C(all)) to what failed, with the identity the API server saw (a SelfSubjectReview), and the
+    rollout playbook fails on it.
 options:
   plugin:
     description: This plugin's name.
@@ -49,7 +53,7 @@ from ansible.plugins.inventory import BaseInventoryPlugin
 from ansible.utils.display import Display
 
 try:
-    from migrollout.inventory import gpu_hosts, group_name
+    from migrollout.inventory import gpu_hosts, group_name, listing_error
     from migrollout.kube import Connection, KubeClient, KubeError
 
     IMPORT_ERROR = None
@@ -70,12 +74,17 @@ class InventoryModule(BaseInventoryPlugin):
             raise AnsibleParserError(f"gpu_nodes needs the nvidia-mig-rollout Python package: {IMPORT_ERROR}")
         group = self.get_option("group")
         self.inventory.add_group(group)
+        api = None
         try:
             api = KubeClient.connect(Connection(kubeconfig=self.get_option("kubeconfig"),
-                                                context=self.get_option("context")), request_timeout=15)
+                                                context=self.get_option("context")), request_timeout=15,
+                                     retry_budget_s=10)
             hosts = gpu_hosts(api, self.get_option("pool_label"), self.get_option("mig_capable_only"))
         except KubeError as exc:
-            Display().warning(f"gpu_nodes: cannot list the cluster's nodes ({exc.one_line()}); no GPU node listed")
+            message = listing_error(api, exc)
+            Display().warning(f"gpu_nodes: {message}; no GPU node listed")
+            # For every host (the rollout's first play runs on the control host and fails on it).
+            self.inventory.set_variable("all", "gpu_nodes_inventory_error", message)
             return
         for host in hosts:
             name = host["name"]

@@ -18,7 +18,8 @@ from typing import Any
 try:
     from migrollout.kube import Connection, KubeClient, KubeError
     from migrollout.migsetup import SetupError
-    from migrollout.nodes import NodeError
+    from migrollout.nodes import NodeError, NodeGone
+    from migrollout.rollout.fence import LockLost
 
     CORE_IMPORT_ERROR = None
 except ImportError:
@@ -93,8 +94,13 @@ def execute(spec: TaskSpec, params: dict[str, Any], check_mode: bool, diff: bool
         result = spec.run(ctx)
     except TaskFailed as exc:
         result = {**exc.result, "failed": True, "msg": exc.msg}
+    except LockLost as exc:
+        # The run no longer holds the rollout lock (or is gone): the step stopped before changing the node.
+        result = {"failed": True, "msg": str(exc), "lock_lost": True}
     except KubeError as exc:
         result = {"failed": True, "msg": exc.one_line(), "status": exc.status, "reason": exc.reason}
+    except NodeGone as exc:
+        result = {"failed": True, "msg": str(exc), "node_gone": True}
     except (NodeError, SetupError, ValueError) as exc:
         result = {"failed": True, "msg": str(exc)}
     result.setdefault("changed", False)

@@ -21,3 +21,13 @@ EVACUATION_SELECTION_SPEC: dict[str, dict[str, Any]] = {
     "delete_emptydir_data": {"type": "bool", "default": False},
     "force": {"type": "bool", "default": False},
 }
+
+# The rollout lock a step must still hold before it changes a node (the fence, migrollout.rollout.fence).
+# Doc fragment: rollout_lock.
+ROLLOUT_LOCK_SPEC: dict[str, dict[str, Any]] = {
+    "rollout_lock": {"type": "dict", "options": {
+        "holder": {"type": "str", "required": True},
+        "namespace": {"type": "str"},
+        "state_file": {"type": "path", "required": True},
+    }},
+}

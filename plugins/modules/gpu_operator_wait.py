@@ -14,6 +14,9 @@ description:
     upgrade is not taken for the new one).
   - On timeout, fails naming what is not ready (the ClusterPolicy state, each DaemonSet's rollout, and up
     to five operand pods that are waiting, with their reason).
+  - Fails at once, without waiting, when the API server refuses the credentials (401) or the identity's rights
+    (403), or when the ClusterPolicy resource type does not exist (its CRD is not installed); keeps waiting
+    through transient errors (the API server unreachable or overloaded).
   - Changes nothing.
 options:
   strategy:
@@ -73,7 +76,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 
 try:
     from migrollout import clusterpolicy, kube
-    from migrollout.migsetup import SetupError, read_policy
+    from migrollout.migsetup import CrdMissing, SetupError, read_policy
 except ImportError:  # run_module reports the missing package
     pass
 
@@ -104,11 +107,26 @@ def _rollout(ds: dict[str, Any]) -> str | None:
     return None
 
 
+def fatal(exc: kube.KubeError) -> bool:
+    """Errors that waiting cannot cure: credentials refused, rights missing, a resource type that does not exist."""
+    return exc.status in (401, 403, 404)
+
+
 def problems(ctx: TaskContext, strategy: str | None) -> tuple[list[str], dict[str, Any] | None]:
     try:
-        policy = read_policy(ctx.api)
+        return _problems(ctx, strategy)
+    except CrdMissing:
+        raise
     except SetupError as exc:
         return [str(exc)], None
+    except kube.KubeError as exc:
+        if fatal(exc):
+            raise
+        return [f"the API server did not answer: {exc.one_line()}"], None
+
+
+def _problems(ctx: TaskContext, strategy: str | None) -> tuple[list[str], dict[str, Any] | None]:
+    policy = read_policy(ctx.api)
     found = []
     state = (policy.get("status") or {}).get("state", "")
     if state != "ready":
@@ -153,7 +171,10 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     started = time.monotonic()
     deadline = started + params["timeout"]
     while True:
-        found, policy = problems(ctx, params.get("strategy"))
+        try:
+            found, policy = problems(ctx, params.get("strategy"))
+        except CrdMissing as exc:
+            raise TaskFailed(str(exc)) from None
         if not found:
             return {"changed": False, "state": "ready", "strategy": clusterpolicy.strategy(policy),
                     "namespace": clusterpolicy.namespace(policy), "duration_s": round(time.monotonic() - started, 3)}
@@ -166,8 +187,10 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                                    resource_version=(policy or {}).get("metadata", {}).get("resourceVersion"),
                                    timeout_seconds=2):
                 break
-        except kube.KubeError:
-            time.sleep(1)
+        except kube.KubeError as exc:
+            if fatal(exc):
+                raise
+            time.sleep(1)  # transient (unreachable, overloaded, an expired resourceVersion): look again
 
 
 SPEC = TaskSpec("gpu_operator_wait", ARGUMENT_SPEC, run)

@@ -25,6 +25,9 @@ description:
     while it is being evacuated are handled too.
   - A timeout fails the task, listing the pods still there and naming the PodDisruptionBudgets that
     blocked them.
+  - A selected pod whose replacement would be let straight back onto the node (it tolerates every
+    NoSchedule and NoExecute taint of the node, and the cordon if the node is cordoned) is named in
+    RV(returning); with O(returning_pods=refuse) such a pod fails the task before any pod is evicted.
   - The module does not cordon or taint the node; use M(nvidia_mig.rollout.k8s_node_taint) first so nothing new lands there.
 options:
   name:
@@ -51,9 +54,18 @@ options:
     description: Refuse, before evicting anything, a node without an NVIDIA GPU.
     type: bool
     default: true
+  returning_pods:
+    description:
+      - What to do with a selected pod whose replacement would be let straight back onto the node (see above).
+      - V(warn) evicts it and warns; V(refuse) fails before evicting anything, naming it (cordon the node, or remove
+        the pod's toleration, first).
+    type: str
+    default: warn
+    choices: [warn, refuse]
 extends_documentation_fragment:
   - nvidia_mig.rollout.kube_connection
   - nvidia_mig.rollout.evacuation_selection
+  - nvidia_mig.rollout.rollout_lock
 attributes:
   check_mode:
     support: full
@@ -117,6 +129,11 @@ refused:
   returned: failure
   type: list
   elements: dict
+returning:
+  description: Selected pods whose replacement would be let straight back onto the node.
+  returned: always
+  type: list
+  elements: dict
 blocking_pdbs:
   description: PodDisruptionBudgets (namespace/name) that refused an eviction.
   returned: always
@@ -137,12 +154,16 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
     TaskSpec,
     run_module,
 )
-from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import EVACUATION_SELECTION_SPEC
+from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import (
+    EVACUATION_SELECTION_SPEC,
+    ROLLOUT_LOCK_SPEC,
+)
 
 try:
-    from migrollout import nodes
+    from migrollout import nodes, selectors
     from migrollout.evacuation.engine import Evacuator
-    from migrollout.evacuation.selection import Options
+    from migrollout.evacuation.selection import Options, keeping_off
+    from migrollout.rollout import fence
 except ImportError:  # run_module reports the missing package
     pass
 
@@ -154,6 +175,8 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "timeout": {"type": "int", "default": 600},
     "max_parallel": {"type": "int", "default": 10},
     "require_gpu": {"type": "bool", "default": True},
+    "returning_pods": {"type": "str", "default": "warn", "choices": ["warn", "refuse"]},
+    **ROLLOUT_LOCK_SPEC,
 }
 
 
@@ -166,19 +189,24 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
     name = params["name"]
     if params["grace_period"] < -1:
-        raise TaskFailed(f"grace_period must be -1 (each pod's own) or >= 0, not {params['grace_period']}")
-    if params["timeout"] <= 0 or params["max_parallel"] <= 0:
-        raise TaskFailed("timeout and max_parallel must be positive")
+        raise TaskFailed(f"node {name}: grace_period is {params['grace_period']}; it must be -1 (each pod's own) "
+                         f"or 0 or more")
+    for option in ("timeout", "max_parallel"):
+        if params[option] <= 0:
+            raise TaskFailed(f"node {name}: {option} is {params[option]}; it must be at least 1")
+    try:
+        selectors.parse(params.get("pod_selector"))
+    except selectors.SelectorError as exc:
+        raise TaskFailed(f"node {name}: pod_selector: {exc}") from None
     node = nodes.read(ctx.api, name)
     if params["require_gpu"]:
         nodes.require_gpu_node(node)
-    if not nodes.is_cordoned(node) and not any(
-            t.get("effect") in ("NoSchedule", "NoExecute") for t in nodes.node_taints(node)):
-        ctx.warn(f"node {name} is neither cordoned nor tainted NoSchedule: evicted pods may be scheduled "
-                 f"right back onto it (taint it first with k8s_node_taint)")
+    guard = fence.NoFence() if ctx.check_mode else fence.from_params(params.get("rollout_lock"))
     evacuator = Evacuator(ctx.api, name, Options.from_params(params), pod_selector=params.get("pod_selector"),
                           timeout=params["timeout"], max_parallel=params["max_parallel"],
-                          grace_period=params["grace_period"], disable_eviction=params["disable_eviction"])
+                          grace_period=params["grace_period"], disable_eviction=params["disable_eviction"],
+                          keeping_off=keeping_off(nodes.node_taints(node), nodes.is_cordoned(node)),
+                          returning=params["returning_pods"], stop_check=lambda: guard.check(f"node {name}"))
     if ctx.check_mode:
         planned = evacuator.check()
         for warning in planned.warnings:

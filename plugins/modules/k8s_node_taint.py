@@ -100,6 +100,7 @@ from typing import Any
 
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task import (
     TaskContext,
+    TaskFailed,
     TaskSpec,
     run_module,
 )
@@ -121,7 +122,10 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
     name = params["name"]
-    wanted = taints.checked_list(params["taints"])
+    try:
+        wanted = taints.checked_list(params["taints"])
+    except ValueError as exc:
+        raise TaskFailed(f"node {name}: {exc}") from None
     adding = params["state"] == "present"
 
     def mutate(node: dict[str, Any]) -> dict[str, Any] | None:

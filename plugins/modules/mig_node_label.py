@@ -23,6 +23,8 @@ description:
     was edited) restarts the MIG manager pod instead; that needs O(reapply=true). The restart is refused when
     the node carries a taint the MIG manager's pod does not tolerate, since its replacement could not be
     scheduled and the node would be left without a MIG manager.
+  - A failure names the state and how to recover, for a MIG manager left in C(pending) (restart its pod, named)
+    and for a MIG mode change that may need a reboot the MIG manager is not allowed to do (C(WITH_REBOOT)).
 options:
   name:
     description: Node name.
@@ -43,12 +45,17 @@ options:
     type: int
     default: 1800
   reapply:
-    description: When the label already has O(config), restart the MIG manager so it applies it again.
+    description:
+      - When the label already has O(config), restart the MIG manager so it applies it again (for example after a
+        C(failed) apply whose cause was fixed).
+      - The rollout sets it for a node whose label already has its config in state C(failed)
+        (C(mig_rollout_reapply_failed), default true).
     type: bool
     default: false
 extends_documentation_fragment:
   - nvidia_mig.rollout.kube_connection
   - nvidia_mig.rollout.mig_setup
+  - nvidia_mig.rollout.rollout_lock
 attributes:
   check_mode:
     support: full
@@ -130,13 +137,15 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
     TaskSpec,
     run_module,
 )
+from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import ROLLOUT_LOCK_SPEC
 
 try:
     from migrollout import kube, labels, nodes
     from migrollout.catalogue import GpuModel
     from migrollout.migconfig import fit_problems
     from migrollout.migsetup import MigSetup, discover
-    from migrollout.migstate import FollowResult, follow
+    from migrollout.migstate import FollowResult, follow, mode_change, reboot_allowed
+    from migrollout.rollout import fence
     from migrollout.taints import Taint, tolerates
 except ImportError:  # run_module reports the missing package
     pass
@@ -149,9 +158,11 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "reapply": {"type": "bool", "default": False},
     "operator_namespace": {"type": "str"},
     "config_map": {"type": "str"},
+    **ROLLOUT_LOCK_SPEC,
 }
 
 BUSY_STATES = ("pending", "rebooting")
+CONFLICT_ATTEMPTS = 10  # the node changed between the read and the write: read it and decide again, this often
 
 
 def manager_running(ctx: TaskContext, setup: MigSetup, name: str) -> dict[str, Any] | None:
@@ -190,11 +201,28 @@ def validate(node: dict[str, Any], model: GpuModel, setup: MigSetup, config: str
     return count
 
 
+class _Conflict(Exception):
+    """The label write met a newer version of the node."""
+
+
 def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
-    name, config = params["name"], params["config"]
+    name = params["name"]
     if params["timeout"] <= 0:
-        raise TaskFailed("timeout must be positive")
+        raise TaskFailed(f"node {name}: timeout is {params['timeout']}; it must be at least 1 second")
+    guard = fence.NoFence() if ctx.check_mode else fence.from_params(params.get("rollout_lock"))
+    for _ in range(CONFLICT_ATTEMPTS):
+        try:
+            return _run_once(ctx, guard)
+        except _Conflict:
+            continue  # re-read the node and decide again (labels others wrote meanwhile are kept)
+    raise TaskFailed(f"node {name}: the node changed under every one of {CONFLICT_ATTEMPTS} attempts to write its "
+                     f"MIG config label (HTTP 409 Conflict each time); nothing was written")
+
+
+def _run_once(ctx: TaskContext, guard: Any) -> dict[str, Any]:
+    params = ctx.params
+    name, config = params["name"], params["config"]
     node = nodes.read(ctx.api, name)
     model = nodes.require_mig_node(node)  # before reading the operator's settings: the clearer error first
     setup = discover(ctx.api, name, params.get("operator_namespace"), params.get("config_map"), need_strategy=False)
@@ -212,8 +240,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             return result
         if state == "failed" and not params["reapply"]:
             raise TaskFailed(f"node {name}: MIG config {config} is already set and its last apply failed; the "
-                             f"MIG manager reacts only to a change of the label: set reapply to restart it",
-                             **result)
+                             f"MIG manager reacts only to a change of the label: set reapply (in a rollout, "
+                             f"mig_rollout_reapply_failed) to restart it once the cause is fixed", **result)
         retrigger = params["reapply"] and state not in BUSY_STATES
     elif state in BUSY_STATES:
         raise TaskFailed(f"node {name}: the MIG manager is busy applying {current} (state {state}); changing the "
@@ -250,28 +278,54 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         # Clear the old state in the same write, so an old "success" is never taken for the new one.
         patch = {"metadata": {"resourceVersion": version,
                               "labels": {labels.MIG_CONFIG: config, labels.MIG_CONFIG_STATE: None}}}
+        guard.check(f"node {name}")  # right before the write: this run must still hold the rollout lock
         try:
             written = ctx.api.patch(kube.node_path(name), patch, what=f"label node {name}")
         except kube.KubeError as exc:
             if not exc.conflict:
                 raise
-            # The node changed since it was read: re-read and decide again (labels of others are kept).
-            return run(ctx)
+            raise _Conflict() from None
         version = written["metadata"]["resourceVersion"]
         result["changed"] = True
         if retrigger and manager is not None:
             meta = manager["metadata"]
+            guard.check(f"node {name}")
             ctx.api.delete(kube.pod_path(meta["namespace"], meta["name"]), what=f"restart MIG manager on {name}")
             result["restarted_mig_manager"] = meta["name"]
     if not params["wait"]:
         result["state"] = "" if writes else state
         return result
 
-    outcome = follow(ctx.api, name, config, version, params["timeout"], started)
-    return finish(result, outcome, started, params["timeout"])
+    outcome = follow(ctx.api, name, config, version, params["timeout"], started,
+                     stop_check=lambda: guard.check(f"node {name}"))
+    hints = _hints(setup, model, node, current, config, manager)
+    return finish(result, outcome, started, params["timeout"], hints)
 
 
-def finish(result: dict[str, Any], outcome: FollowResult, started: float, timeout: float) -> dict[str, Any]:
+def _hints(setup: MigSetup, model: GpuModel, node: dict[str, Any], current: str, config: str,
+           manager: dict[str, Any] | None) -> dict[str, str]:
+    """What to say if the apply fails (a reboot may be needed) or hangs (restart the MIG manager)."""
+    hints = {}
+    name = node["metadata"]["name"]
+    if manager is not None:
+        meta = manager["metadata"]
+        hints["pending"] = (f"if the MIG manager is stuck (mig-parted up to v0.15.0 leaves pending after a failed "
+                            f"wait for operand pods), restart its pod: kubectl -n {meta['namespace']} delete pod "
+                            f"{meta['name']}, then run the rollout again")
+    count = nodes.physical_gpu_count(node, setup.config, model)
+    change = mode_change(setup.config, current, config, model, count) if count else ""
+    if change and not (manager is not None and reboot_allowed(manager)):
+        hints["failed"] = (f"this change turns MIG {change} on the GPUs of node {name}, which needs a GPU reset, or a "
+                           f"reboot where the GPUs cannot be reset (GPUs in use, some VMs), and its MIG manager may "
+                           f"not reboot the node (WITH_REBOOT is not true): if its log says a reboot is needed, "
+                           f"reboot the node, or allow the MIG manager to (WITH_REBOOT=true in its environment: "
+                           f"gpu_operator_mig_manager_env in config/group_vars/k8s-cluster.yml), then run the "
+                           f"rollout again")
+    return hints
+
+
+def finish(result: dict[str, Any], outcome: FollowResult, started: float, timeout: float,
+           hints: dict[str, str] | None = None) -> dict[str, Any]:
     elapsed = time.monotonic() - started
     result["transitions"] = [t.as_dict() for t in outcome.transitions]
     result["state"] = outcome.final or nodes.mig_state(outcome.node)
@@ -284,11 +338,14 @@ def finish(result: dict[str, Any], outcome: FollowResult, started: float, timeou
     spent = ", ".join(f"{state} {seconds:.1f} s" for state, seconds in result["state_durations"].items())
     paused_text = f"; operands still paused: {', '.join(sorted(paused))}" if paused else ""
     result["paused_operands"] = sorted(paused)
+    hints = hints or {}
     if outcome.final == "failed":
+        hint = f"; {hints['failed']}" if "failed" in hints else ""
         raise TaskFailed(f"node {name}: the MIG manager failed to apply {result['config']} after {elapsed:.1f} s "
-                         f"({spent}){paused_text}; its pod log says why", **result)
+                         f"({spent}){paused_text}; its pod log says why{hint}", **result)
+    hint = f"; {hints['pending']}" if result["state"] == "pending" and "pending" in hints else ""
     raise TaskFailed(f"node {name}: MIG config {result['config']} not applied within {timeout:.0f} s; last state "
-                     f"{result['state'] or '(none)'} ({spent}){paused_text}", **result)
+                     f"{result['state'] or '(none)'} ({spent}){paused_text}{hint}", **result)
 
 
 SPEC = TaskSpec("mig_node_label", ARGUMENT_SPEC, run)

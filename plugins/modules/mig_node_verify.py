@@ -17,7 +17,7 @@ description:
     with state C(success), and no C(nvidia.com/gpu.deploy.*) label may still be C(paused-for-mig-change).
   - Feature discovery and the device plugin lag behind the MIG manager's C(success); the module watches the
     node for up to O(wait_timeout) seconds before it reports the mismatches and fails.
-  - Never changes anything.
+  - Never changes anything. With O(rollout_lock), the wait stops as soon as the rollout lost its lock.
 options:
   name:
     description: Node name.
@@ -41,6 +41,7 @@ extends_documentation_fragment:
   - nvidia_mig.rollout.kube_connection
   - nvidia_mig.rollout.mig_setup
   - nvidia_mig.rollout.read_only
+  - nvidia_mig.rollout.rollout_lock
 author: NVIDIA MIG rollout toolkit maintainers (@nvidia-mig-rollout)
 """
 
@@ -95,11 +96,13 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
     TaskSpec,
     run_module,
 )
+from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import ROLLOUT_LOCK_SPEC
 
 try:
     from migrollout import labels, nodes
     from migrollout.kube import KubeError
     from migrollout.migsetup import discover
+    from migrollout.rollout import fence
     from migrollout.verification import compare, expect
 except ImportError:  # run_module reports the missing package
     pass
@@ -112,6 +115,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "gpu_count": {"type": "int"},
     "operator_namespace": {"type": "str"},
     "config_map": {"type": "str"},
+    **ROLLOUT_LOCK_SPEC,
 }
 
 
@@ -120,7 +124,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     name = params["name"]
     started = time.monotonic()
     if params["wait_timeout"] < 0:
-        raise TaskFailed("wait_timeout must be 0 or more")
+        raise TaskFailed(f"node {name}: wait_timeout is {params['wait_timeout']}; it must be 0 or more")
+    guard = fence.NoFence() if ctx.check_mode else fence.from_params(params.get("rollout_lock"))
     node = nodes.read(ctx.api, name)
     model = nodes.require_mig_node(node)
     config = params.get("config") or nodes.mig_config(node)
@@ -140,10 +145,12 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     version = node["metadata"]["resourceVersion"]
     # GPU feature discovery and the device plugin catch up after the MIG manager's success: watch, don't poll.
     while comparison.mismatches and time.monotonic() < deadline:
+        guard.check(f"node {name}")
         try:
             for kind, current in ctx.api.watch("/api/v1/nodes", resource_version=version, what=f"watch node {name}",
                                                field_selector=f"metadata.name={name}",
-                                               timeout_seconds=max(1, int(deadline - time.monotonic()))):
+                                               timeout_seconds=max(1, min(int(deadline - time.monotonic()), 10))):
+                guard.check(f"node {name}")
                 if kind == "BOOKMARK":
                     continue
                 version = current["metadata"]["resourceVersion"]

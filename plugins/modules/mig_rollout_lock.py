@@ -13,7 +13,10 @@ description:
     process lives. When another run holds an unexpired Lease, waits up to O(wait) seconds for it to be
     released or to expire, then fails naming the holder, its host and user, and when it expires.
   - A run that dies stops renewing, so its Lease expires after O(duration) seconds and the next run takes it over.
-  - O(state=absent) stops the renewer and deletes the Lease if this holder still holds it.
+  - The renewer records each confirmed renewal (and the loss of the lock, when another run took the Lease over
+    or it was deleted) in the run's lock state file, O(state_file). The steps that change nodes check it before
+    each write (their C(rollout_lock) option, from RV(fence)), so a run that lost its lock stops.
+  - O(state=absent) stops the renewer, deletes the Lease if this holder still holds it, and removes the state file.
 options:
   state:
     description: Hold or release the lock.
@@ -39,6 +42,9 @@ options:
     type: int
   renewer_log:
     description: A file for the renewer's messages.
+    type: path
+  state_file:
+    description: The run's lock state file. Default, C(mig-rollout/<holder>.lock.json) in the temporary directory.
     type: path
 extends_documentation_fragment:
   - nvidia_mig.rollout.kube_connection
@@ -81,6 +87,15 @@ released:
   description: Whether the Lease was released.
   returned: state=absent
   type: bool
+fence:
+  description: What the steps that change nodes need to check this lock (their C(rollout_lock) option).
+  returned: state=present, not in check mode
+  type: dict
+  sample: {holder: 20261128T100000Z-ctl-ab12cd, namespace: gpu-operator, state_file: /tmp/mig-rollout/20261128T100000Z-ctl-ab12cd.lock.json}
+lost:
+  description: Why the lock was lost during the run (empty when it was held to the end).
+  returned: state=absent
+  type: str
 """
 
 import datetime
@@ -97,7 +112,7 @@ try:
     from migrollout import clusterpolicy
     from migrollout.kube import Connection
     from migrollout.migsetup import SetupError, read_policy
-    from migrollout.rollout import lock
+    from migrollout.rollout import fence, lock
 except ImportError:  # run_module reports the missing package
     pass
 
@@ -109,6 +124,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "wait": {"type": "int", "default": 90},
     "renewer_pid": {"type": "int"},
     "renewer_log": {"type": "path"},
+    "state_file": {"type": "path"},
 }
 
 
@@ -127,13 +143,18 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     if params["state"] == "absent":
         if not params.get("holder"):
             raise TaskFailed("holder is required with state=absent")
+        state_file = params.get("state_file") or fence.default_path(params["holder"])
         if params.get("renewer_pid"):
             lock.stop_renewer(params["renewer_pid"])
+        known = fence.read(state_file)
         released = False if ctx.check_mode else lock.release(ctx.api, namespace, params["holder"])
-        return {"changed": released, "holder": params["holder"], "namespace": namespace, "released": released}
+        if not ctx.check_mode:
+            fence.remove(state_file)
+        return {"changed": released, "holder": params["holder"], "namespace": namespace, "released": released,
+                "lost": known.lost if known is not None else ""}
 
     if params["duration"] < 10:
-        raise TaskFailed("duration must be at least 10 seconds")
+        raise TaskFailed(f"duration is {params['duration']}; it must be at least 10 seconds")
     holder = params.get("holder") or lock.new_holder()
     if ctx.check_mode:
         current = ctx.api.get_or_none(lock.lease_path(namespace), what="read the rollout Lease")
@@ -143,17 +164,24 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             ctx.warn(f"another MIG rollout holds the lock now: {held.holder} ({held.details})")
         return {"changed": True, "holder": holder, "namespace": namespace}
     try:
-        lock.acquire(ctx.api, namespace, holder, params["duration"], params["wait"], lock.run_details())
+        _, confirmed = lock.acquire(ctx.api, namespace, holder, params["duration"], params["wait"],
+                                    lock.run_details())
     except lock.LockHeld as exc:
         raise TaskFailed(str(exc), namespace=namespace) from None
+    state_file = params.get("state_file") or fence.default_path(holder)
+    controller = lock.controller_pid()
     try:
+        fence.write(state_file, fence.LockState(holder, namespace, params["duration"], controller,
+                                                confirmed=confirmed))
         renewer = lock.start_renewer(Connection.from_params(params), namespace, holder, params["duration"],
-                                     lock.controller_pid(), params.get("renewer_log"))
+                                     controller, state_file, params.get("renewer_log"))
     except OSError as exc:
         lock.release(ctx.api, namespace, holder)
+        fence.remove(state_file)
         raise TaskFailed(f"cannot start the process that renews the rollout lock: {exc}") from None
     return {"changed": True, "holder": holder, "namespace": namespace, "renewer_pid": renewer,
-            "lease": f"{namespace}/{lock.LEASE_NAME}"}
+            "lease": f"{namespace}/{lock.LEASE_NAME}",
+            "fence": {"holder": holder, "namespace": namespace, "state_file": state_file}}
 
 
 SPEC = TaskSpec("mig_rollout_lock", ARGUMENT_SPEC, run)

@@ -18,8 +18,17 @@ description:
   - The operand DaemonSets (device plugin, feature discovery, MIG manager) must tolerate the maintenance
     taints, or a node under maintenance could never be verified; otherwise the task fails.
   - A node already at its config, in state C(success) and advertising what the config should produce is
-    skipped. A node with a rollout record (an interrupted or failed run) is resumed, first.
-  - With O(list_pods), lists the GPU pods that would be evacuated from each node (for check mode).
+    skipped. A node with a rollout record (an interrupted or failed run) is resumed, first, unless its MIG
+    manager is still C(pending) for a config an earlier run gave up waiting for; then the plan refuses it and
+    says how to recover (restart that MIG manager pod).
+  - A node labelled with its config in state C(failed) is planned with C(reapply), so its config is applied
+    again once the cause is fixed.
+  - GPU pods that tolerate the maintenance taints would come straight back once evicted, so such a node is
+    cordoned as well (C(cordon) in its plan), or refused when a pod tolerates the cordon too.
+  - With O(list_pods) (check mode), names the GPU pods that would be evacuated from each node and what will
+    stop the real run there (C(blocked), C(pdb_blocked)), with a warning for each such node.
+  - Pods are matched to O(pod_selector) exactly as the API server matches a label selector (set-based
+    requirements included), so the listing is what the evacuation will select.
   - Changes nothing.
 options:
   nodes:
@@ -55,14 +64,23 @@ EXAMPLES = r"""
 RETURN = r"""
 plan:
   description: One entry per node, in the order the rollout will take them (resumed nodes first), with the
-    action (change, resume, skip, refuse), configs, reason, GPU model and count, the ConfigMap used, and
-    (with O(list_pods)) the pods to evict and the pods whose eviction would be refused.
+    action (change, resume, skip, refuse), configs, reason, GPU model and count, the ConfigMap used, whether
+    it is cordoned as well (C(cordon)) and its config re-applied (C(reapply)), the GPU pods that tolerate the
+    maintenance taints (C(returning)), and (with O(list_pods)) the pods to evict (C(evict)), the pods the
+    evacuation would refuse (C(blocked)) and those a PodDisruptionBudget blocks now (C(pdb_blocked)), both in
+    C(blockers) as sentences.
   returned: always
   type: list
   elements: dict
   sample: [{node: gpu-1, action: change, from_config: all-disabled, to_config: all-1g.10gb,
             reason: "all-disabled -> all-1g.10gb", gpu_model: A100-SXM4-80GB, gpu_count: 8,
-            config_map: default-mig-parted-config, evict: [ml/train-0], blocked: []}]
+            config_map: default-mig-parted-config, cordon: false, reapply: false, evict: [ml/train-0],
+            blocked: [], returning: [], pdb_blocked: [], blockers: []}]
+lines:
+  description: The plan as lines an operator reads (one per node, with what will block the run there).
+  returned: always
+  type: list
+  elements: str
 counts:
   description: Nodes per action.
   returned: always
@@ -96,7 +114,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 )
 
 try:
-    from migrollout import clusterpolicy, kube, labels, taints
+    from migrollout import clusterpolicy, kube, labels, selectors, taints
     from migrollout.evacuation.selection import Options
     from migrollout.migconfig import MigConfigError, parse_configmap
     from migrollout.migsetup import read_policy
@@ -106,6 +124,8 @@ try:
         RESUME,
         SKIP,
         ClusterView,
+        Maintenance,
+        NodePlan,
         order,
         plan_node,
         untolerated,
@@ -121,32 +141,6 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "list_pods": {"type": "bool", "default": False},
     **EVACUATION_SELECTION_SPEC,
 }
-
-
-def _selector_matcher(selector: str | None):
-    """A local reading of simple label selectors (k=v, k!=v, k, !k), for the check-mode pod listing."""
-    if not selector:
-        return None
-    terms = [term.strip() for term in selector.split(",") if term.strip()]
-
-    def matches(pod: dict[str, Any]) -> bool:
-        found = pod["metadata"].get("labels") or {}
-        for term in terms:
-            if "!=" in term:
-                key, value = term.split("!=", 1)
-                if found.get(key.strip()) == value.strip():
-                    return False
-            elif "=" in term:
-                key, value = term.replace("==", "=").split("=", 1)
-                if found.get(key.strip()) != value.strip():
-                    return False
-            elif term.startswith("!"):
-                if term[1:] in found:
-                    return False
-            elif term not in found:
-                return False
-        return True
-    return matches
 
 
 def gather(ctx: TaskContext, list_pods: bool) -> ClusterView:
@@ -165,39 +159,72 @@ def gather(ctx: TaskContext, list_pods: bool) -> ClusterView:
             ctx.warn(str(exc))
     managers, _ = api.list(kube.pods_path(namespace), what=f"list MIG manager pods in {namespace}",
                            label_selector=f"app={labels.APP_MIG_MANAGER}")
-    running = {p["spec"].get("nodeName"): True for p in managers
+    running = {p["spec"].get("nodeName"): f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in managers
                if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")}
     daemonsets, _ = api.list(kube.namespaced_path("apps/v1", "daemonsets", namespace),
                              what=f"list DaemonSets in {namespace}")
-    pods_by_node = None
+    # Every pod, once (one paginated LIST for the whole run): GPU pods that tolerate the maintenance taints
+    # decide whether a node must be cordoned as well.
+    pods, _ = api.list(kube.pods_path(), what="list pods", field_selector="spec.nodeName!=")
+    pods_by_node: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        pods_by_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
+    pdbs = None
     if list_pods:
-        pods, _ = api.list(kube.pods_path(), what="list pods", field_selector="spec.nodeName!=")
-        pods_by_node = {}
-        for pod in pods:
-            pods_by_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
+        pdbs, _ = api.list(kube.namespaced_path("policy/v1", "poddisruptionbudgets", None),
+                           what="list PodDisruptionBudgets")
     return ClusterView({n["metadata"]["name"]: n for n in listed}, policy, namespace, clusterpolicy.strategy(policy),
-                       parsed, running, daemonsets, pods_by_node)
+                       parsed, running, daemonsets, pods_by_node, pdbs)
+
+
+def describe(plan: NodePlan) -> str:
+    """One line of the plan, as an operator reads it."""
+    line = f"{plan.node}: {plan.action}: {plan.reason}"
+    if plan.evict:
+        line += f"; evicts {', '.join(plan.evict)}"
+    blockers = plan.blockers()
+    if blockers:
+        line += f"; WILL BLOCK: {'; '.join(blockers)}"
+    return line
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
-    maintenance = taints.checked_list(params["maintenance_taints"])
+    try:
+        maintenance = taints.checked_list(params["maintenance_taints"])
+        pod_selector = selectors.parse(params.get("pod_selector"))
+    except ValueError as exc:
+        raise TaskFailed(f"the rollout cannot start, nothing was changed: {exc}") from None
+    if any(t.effect == "NoExecute" for t in maintenance):
+        raise TaskFailed("the rollout cannot start, nothing was changed: a NoExecute maintenance taint would make the "
+                         "taint manager delete every pod on the node that does not tolerate it, CPU pods too, "
+                         "without honouring PodDisruptionBudgets; use NoSchedule")
     if not maintenance and not params["cordon"]:
         raise TaskFailed("give at least one maintenance taint or cordon: otherwise evicted GPU pods land right "
                          "back on the node being reconfigured")
+    wrong = sorted(name for name, desired in params["nodes"].items() if desired is not None
+                   and not isinstance(desired, str))
+    if wrong:
+        raise TaskFailed(f"the rollout cannot start, nothing was changed: the mig_config of node"
+                         f"{'s' if len(wrong) > 1 else ''} {', '.join(wrong)} must be the name of one MIG config "
+                         f"(such as all-1g.10gb), not {type(params['nodes'][wrong[0]]).__name__} "
+                         f"{params['nodes'][wrong[0]]!r}")
     view = gather(ctx, params["list_pods"])
-    options = Options.from_params(params)
-    matcher = _selector_matcher(params.get("pod_selector"))
-    plans = order([plan_node(view, name, desired, options, matcher)
-                   for name, desired in params["nodes"].items()])
+    how = Maintenance(tuple(maintenance), params["cordon"], Options.from_params(params), pod_selector,
+                      params["list_pods"])
+    plans = order([plan_node(view, name, desired, how) for name, desired in params["nodes"].items()])
     tolerations = untolerated(view.daemonsets, maintenance)
     result: dict[str, Any] = {
         "changed": False,
         "plan": [p.as_dict() for p in plans],
+        "lines": [describe(p) for p in plans],
         "namespace": view.namespace,
         "strategy": view.strategy,
         "counts": {action: sum(1 for p in plans if p.action == action) for action in (CHANGE, RESUME, SKIP, REFUSE)},
     }
+    for p in plans:
+        if p.blockers():
+            ctx.warn(f"node {p.node}: the rollout would stop at this node: {'; '.join(p.blockers())}")
     refused = [p for p in plans if p.action == REFUSE]
     problems = [p.reason for p in refused] + tolerations
     if tolerations:

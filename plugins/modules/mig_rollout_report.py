@@ -10,7 +10,10 @@ short_description: Write a MIG rollout's report as JSON and return it as a table
 description:
   - Combines the plan and each node's outcome into one entry per node (from and to config, result, seconds
     per step, evicted pods, and the reason for failures and nodes not reached).
-  - Writes C(mig-rollout-<run>.json) (and a C(latest.json) link) into O(report_dir).
+  - Writes C(mig-rollout-<run>.json) (and a C(latest.json) link) into O(report_dir), and reports C(changed)
+    when it wrote them.
+  - A lost rollout lock (the loss the lock's renewer recorded in the state file of O(rollout_lock)) is part of
+    the report and its table.
 options:
   run:
     description: The run's identity.
@@ -33,6 +36,23 @@ options:
   wall_s:
     description: The run's wall time, for the report.
     type: float
+  rollout_lock:
+    description:
+      - The run's rollout lock, as M(nvidia_mig.rollout.mig_rollout_lock) returns it (its C(fence)); the report says
+        whether the run lost it. Read before the lock is released (releasing removes its state file).
+    type: dict
+    suboptions:
+      holder:
+        description: The run's holder identity.
+        type: str
+        required: true
+      namespace:
+        description: The namespace of the Lease.
+        type: str
+      state_file:
+        description: The run's lock state file.
+        type: path
+        required: true
 attributes:
   check_mode:
     support: full
@@ -63,6 +83,10 @@ summary:
   description: Nodes per result (done, skipped, failed, not started).
   returned: always
   type: dict
+lock_lost:
+  description: Why the run lost its rollout lock (empty when it held it to the end).
+  returned: always
+  type: str
 nodes:
   description: One entry per node.
   returned: always
@@ -84,8 +108,10 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
     TaskSpec,
     run_module,
 )
+from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import ROLLOUT_LOCK_SPEC
 
 try:
+    from migrollout.rollout import fence
     from migrollout.rollout.report import entries, summary, table
     from migrollout.timestamps import time_text
 except ImportError:  # run_module reports the missing package
@@ -97,15 +123,20 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "results": {"type": "dict", "default": {}},
     "report_dir": {"type": "path"},
     "wall_s": {"type": "float"},
+    **ROLLOUT_LOCK_SPEC,
 }
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
     rows = entries(params["plan"], params["results"], planned_only=ctx.check_mode)
+    lock = params.get("rollout_lock") or {}
+    state = fence.read(lock["state_file"]) if lock.get("state_file") else None
+    lost = state.lost if state is not None and state.holder == lock.get("holder") else ""
     report = {"run": params["run"], "finished": time_text(), "wall_s": params.get("wall_s"),
-              "summary": summary(rows), "nodes": rows}
-    result: dict[str, Any] = {"changed": False, "summary": report["summary"], "table": table(rows), "nodes": rows}
+              "summary": summary(rows), "nodes": rows, "lock_lost": lost}
+    result: dict[str, Any] = {"changed": False, "summary": report["summary"], "table": table(rows, lost),
+                              "nodes": rows, "lock_lost": lost}
     if params.get("report_dir") and not ctx.check_mode:
         directory = Path(params["report_dir"])
         directory.mkdir(parents=True, exist_ok=True)
@@ -115,6 +146,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         latest.unlink(missing_ok=True)
         os.symlink(path.name, latest)
         result["path"] = str(path)
+        result["changed"] = True
     return result
 
 

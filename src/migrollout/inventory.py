@@ -6,7 +6,9 @@ import re
 from typing import Any
 
 from migrollout import labels, nodes
-from migrollout.kube import KubeClient
+from migrollout.kube import KubeClient, KubeError
+
+SELF_SUBJECT_REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 def group_name(text: str) -> str:

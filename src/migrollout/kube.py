@@ -5,6 +5,13 @@ in-cluster service accounts) and TLS. This layer keeps objects as plain dicts
 (no model classes: modules and the simulator read a few fields of many
 objects), turns every API failure into a :class:`KubeError` with status and
 reason, and offers watches as iterators.
+
+Requests that are safe to repeat are retried with jittered backoff for a bounded time
+(``retry_budget_s``, default 30 s or ``MIGROLLOUT_API_RETRY_S``), so an API server that
+restarts (seconds) does not fail a rollout step: any request whose connection could
+not be established (nothing was sent), and reads (GET, LIST, the start of a WATCH) on
+429/500/502/503/504 and read timeouts. A write whose request may have reached the
+server is never repeated here; callers that can, decide (a node write re-reads the node).
 """
 
 from __future__ import annotations
@@ -31,17 +38,31 @@ JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "nvidia-mig-rollout"
 
+RETRY_BUDGET_VARIABLE = "MIGROLLOUT_API_RETRY_S"
+RETRY_BUDGET_S = 30.0
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 3.0
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+SAFE_METHODS = ("GET", "HEAD")
+
 
 class KubeError(Exception):
     """An API call that failed: HTTP status (0 when the server was not reached), reason and message."""
 
     def __init__(self, status: int, reason: str, message: str, what: str = "",
-                 details: dict[str, Any] | None = None):
+                 details: dict[str, Any] | None = None, nothing_sent: bool = False, timed_out: bool = False,
+                 broken: bool = False, retry_after: float | None = None):
         self.status = status
         self.reason = reason
         self.message = message
         self.what = what
         self.details = details or {}
+        self.nothing_sent = nothing_sent    # the connection was never established: the request did not leave
+        self.timed_out = timed_out          # no response in time (the request may have been processed)
+        self.broken = broken                # the connection broke before a response (idem)
+        self.retry_after = retry_after      # the server's Retry-After, in seconds
+        self.attempts = 1
+        self.retried_s = 0.0
         super().__init__(self.one_line())
 
     def causes(self, kind: str) -> list[str]:
@@ -49,11 +70,19 @@ class KubeError(Exception):
         return [c.get("message", "") for c in self.details.get("causes") or []
                 if kind in (c.get("reason"), c.get("type"))]
 
+    def has_cause(self, kind: str) -> bool:
+        """Whether the server's Status names a cause of this type (e.g. "NamespaceTerminating")."""
+        return any(kind in (c.get("reason"), c.get("type")) for c in self.details.get("causes") or [])
+
     def one_line(self) -> str:
         where = f"{self.what}: " if self.what else ""
         status = f"HTTP {self.status} {self.reason}" if self.status else self.reason
         message = " ".join(self.message.split())
-        return f"{where}{status}: {message}" if message else f"{where}{status}"
+        retried = f" (after {self.attempts} attempts over {self.retried_s:.0f} s)" if self.attempts > 1 else ""
+        return (f"{where}{status}: {message}" if message else f"{where}{status}") + retried
+
+    def __str__(self) -> str:
+        return self.one_line()
 
     @property
     def not_found(self) -> bool:
@@ -72,6 +101,23 @@ class KubeError(Exception):
         return self.status == 410
 
 
+def retryable(method: str, error: KubeError) -> bool:
+    """Whether a failed request may be sent again: any verb when nothing was sent, reads (a LIST, a GET, the
+    start of a WATCH) on overload or server errors and timeouts; never a write the server may have received."""
+    if error.nothing_sent:
+        return True
+    if method.upper() not in SAFE_METHODS:
+        return False
+    return error.status in RETRY_STATUSES or error.timed_out or error.broken
+
+
+def _retry_after(response: Any) -> float | None:
+    try:
+        return float(response.headers.get("Retry-After", ""))
+    except (TypeError, ValueError):
+        return None
+
+
 def _error_from_response(response: Any, what: str) -> KubeError:
     """A failed API response as a KubeError, with the server's Status reason and message when it sent one."""
     reason = response.reason or ""
@@ -84,7 +130,18 @@ def _error_from_response(response: Any, what: str) -> KubeError:
         details = body.get("details") or {}
     except (ValueError, TypeError, AttributeError):
         message = raw.decode(errors="replace")[:300]
-    return KubeError(response.status, reason, message, what, details)
+    return KubeError(response.status, reason, message, what, details, retry_after=_retry_after(response))
+
+
+def _error_from_exception(exc: urllib3.exceptions.HTTPError, host: str, what: str) -> KubeError:
+    """A request that got no HTTP response, with whether it can have reached the server."""
+    cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+    nothing_sent = isinstance(cause, urllib3.exceptions.ConnectTimeoutError)  # includes NewConnectionError
+    timed_out = isinstance(cause, urllib3.exceptions.ReadTimeoutError)
+    broken = isinstance(cause, urllib3.exceptions.ProtocolError)
+    detail = str(getattr(cause, "reason", "") or cause)
+    return KubeError(0, f"cannot reach the API server at {host} ({type(cause).__name__})", detail, what,
+                     nothing_sent=nothing_sent, timed_out=timed_out, broken=broken)
 
 
 @dataclass(frozen=True)
@@ -146,11 +203,17 @@ class KubeClient:
     """Plain-dict access to the API server. Thread-safe (urllib3 pool)."""
 
     def __init__(self, configuration: k8s_client.Configuration, pool_size: int = 4,
-                 request_timeout: float = 60.0):
+                 request_timeout: float = 60.0, retry_budget_s: float | None = None):
         configuration.connection_pool_maxsize = pool_size
         self.configuration = configuration
         self.host = configuration.host.rstrip("/")
         self.request_timeout = request_timeout
+        if retry_budget_s is None:
+            try:
+                retry_budget_s = float(os.environ.get(RETRY_BUDGET_VARIABLE, RETRY_BUDGET_S))
+            except ValueError:
+                retry_budget_s = RETRY_BUDGET_S
+        self.retry_budget_s = retry_budget_s
         self._rest = rest.RESTClientObject(configuration)
         if not configuration.verify_ssl:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -174,21 +237,42 @@ class KubeClient:
     def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
                 content_type: str = JSON, what: str = "", timeout: float | None = None,
                 stream: bool = False) -> Any:
+        """One API call; what :func:`retryable` allows is retried with backoff for ``retry_budget_s``."""
+        started = time.monotonic()
+        delay = RETRY_FIRST_S
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return self._request_once(method, path, query, body, content_type, what, timeout, stream)
+            except KubeError as exc:
+                if not retryable(method, exc):
+                    raise
+                elapsed = time.monotonic() - started
+                wait = exc.retry_after if exc.retry_after is not None else delay * random.uniform(0.8, 1.2)
+                if elapsed + wait > self.retry_budget_s:
+                    exc.attempts, exc.retried_s = attempts, elapsed
+                    exc.args = (exc.one_line(),)
+                    raise
+                time.sleep(wait)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _request_once(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any,
+                      content_type: str, what: str, timeout: float | None, stream: bool) -> Any:
         url = self.host + path
         params = {key: value for key, value in (query or {}).items() if value is not None}
         if params:
             url += "?" + urlencode(params)
         data = body if isinstance(body, str | bytes) or body is None else json.dumps(body)
         try:
+            # retries=False: urllib3 would repeat some writes on its own; what is repeated is decided above.
             response = self._rest.pool_manager.request(
                 method, url, body=data, headers=self._headers(content_type), preload_content=not stream,
                 timeout=urllib3.Timeout(connect=10.0, read=timeout or self.request_timeout) if not stream
-                else urllib3.Timeout(connect=10.0, read=timeout),
+                else urllib3.Timeout(connect=10.0, read=timeout), retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            reason = type(exc).__name__
-            detail = str(getattr(exc, "reason", "") or exc)
-            raise KubeError(0, f"cannot reach the API server at {self.host} ({reason})", detail, what) from None
+            raise _error_from_exception(exc, self.host, what) from None
         if not 200 <= response.status <= 299:
             if stream:
                 response.read()

@@ -18,6 +18,10 @@ class SetupError(Exception):
     pass
 
 
+class CrdMissing(SetupError):
+    """The ClusterPolicy resource type does not exist: the GPU Operator's CRD is not installed."""
+
+
 @dataclass(frozen=True)
 class MigSetup:
     namespace: str
@@ -32,7 +36,7 @@ def read_policy(api: KubeClient) -> dict[str, Any]:
         policies, _ = api.list(clusterpolicy.path(), what="list ClusterPolicies")
     except kube.KubeError as exc:
         if exc.not_found:
-            raise SetupError("the ClusterPolicy CRD is not installed: is the NVIDIA GPU Operator installed?") from None
+            raise CrdMissing("the ClusterPolicy CRD is not installed: is the NVIDIA GPU Operator installed?") from None
         raise
     if not policies:
         raise SetupError("no ClusterPolicy found: is the NVIDIA GPU Operator installed?")

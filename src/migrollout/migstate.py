@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrollout import labels, nodes
+from migrollout.catalogue import GpuModel
 from migrollout.kube import KubeClient, KubeError
+from migrollout.migconfig import MigPartedConfig, resolve
+
+# While a stop check is given, a watch is re-opened at least this often so the check runs even when the node
+# does not change (a long MIG apply).
+STOP_CHECK_EVERY_S = 10
 
 
 def _utc_now() -> str:
@@ -42,26 +49,30 @@ class FollowResult:
 
 
 def follow(api: KubeClient, name: str, config: str, since_version: str, timeout: float,
-           started: float | None = None) -> FollowResult:
+           started: float | None = None, stop_check: Callable[[], None] | None = None) -> FollowResult:
     """Watch node ``name`` from ``since_version`` until the MIG manager reports a final state
-    for ``config`` (the label must still be ``config``), or ``timeout`` seconds pass."""
+    for ``config`` (the label must still be ``config``), or ``timeout`` seconds pass. ``stop_check`` (the
+    rollout's fence) runs on every change and at least every STOP_CHECK_EVERY_S seconds; it raises to stop."""
     started = time.monotonic() if started is None else started
+    check = stop_check or (lambda: None)
     deadline = started + timeout
     result = FollowResult(node={}, final="")
     last_state: str | None = None
     last_ready: bool | None = None
     version = since_version
     while time.monotonic() < deadline:
+        check()
         remaining = max(1, int(deadline - time.monotonic()))
         try:
             for kind, node in api.watch("/api/v1/nodes", resource_version=version, what=f"watch node {name}",
                                         field_selector=f"metadata.name={name}",
-                                        timeout_seconds=min(remaining, 300)):
+                                        timeout_seconds=min(remaining, STOP_CHECK_EVERY_S if stop_check else 300)):
+                check()
                 if kind == "BOOKMARK":
                     version = node.get("metadata", {}).get("resourceVersion", version)
                     continue
                 if kind == "DELETED":
-                    raise nodes.NodeError(f"node {name} was deleted while its MIG config was being applied")
+                    raise nodes.NodeGone(f"node {name} was deleted while its MIG config was being applied")
                 version = node["metadata"]["resourceVersion"]
                 result.node = node
                 now = time.monotonic() - started
@@ -86,3 +97,27 @@ def follow(api: KubeClient, name: str, config: str, since_version: str, timeout:
                 raise
             version = ""  # expired: the next watch starts with the node as it is now
     return result
+
+
+def mode_change(config: MigPartedConfig, current: str, wanted: str, model: GpuModel, gpu_count: int) -> str:
+    """"on" or "off" when going from config ``current`` to ``wanted`` switches MIG mode on some GPU ("" when not,
+    or when it cannot be told)."""
+    if current not in config or wanted not in config:
+        return ""
+    try:
+        before, after = resolve(config, current, model, gpu_count), resolve(config, wanted, model, gpu_count)
+    except (KeyError, ValueError):
+        return ""
+    for have, want in zip(before, after, strict=False):
+        if want is not None and (have.mig_enabled if have is not None else False) != want.mig_enabled:
+            return "on" if want.mig_enabled else "off"
+    return ""
+
+
+def reboot_allowed(manager_pod: dict[str, Any]) -> bool:
+    """Whether this MIG manager pod may reboot its node (WITH_REBOOT=true in its environment)."""
+    for container in (manager_pod.get("spec") or {}).get("containers") or []:
+        for item in container.get("env") or []:
+            if item.get("name") == "WITH_REBOOT" and str(item.get("value", "")).lower() == "true":
+                return True
+    return False

@@ -18,6 +18,10 @@ class NodeError(Exception):
     """A node is not fit for what was asked (unknown, no GPUs, no MIG ...)."""
 
 
+class NodeGone(NodeError):
+    """The node does not exist (any more)."""
+
+
 def node_labels(node: Node) -> dict[str, str]:
     return node.get("metadata", {}).get("labels") or {}
 
@@ -134,7 +138,7 @@ def read(api: KubeClient, name: str) -> Node:
         return api.get(node_path(name), what=f"read node {name}")
     except KubeError as exc:
         if exc.not_found:
-            raise NodeError(f"node {name} does not exist") from None
+            raise NodeGone(f"node {name} does not exist") from None
         raise
 
 

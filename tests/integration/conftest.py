@@ -225,6 +225,35 @@ def ansible_env(cluster: Cluster, **extra: str) -> dict[str, str]:
     return cluster.env(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", **extra)
 
 
+def rollout_command(report_dir: Path, *extra: str, limit: str | None = None) -> list[str]:
+    """ansible-playbook playbooks/mig-reconfigure.yml as an admin types it (the checkout's inventory and settings),
+    its report in ``report_dir``."""
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/mig-reconfigure.yml",
+               "-e", f"mig_rollout_report_dir={report_dir}", *extra]
+    return command + (["--limit", limit] if limit else [])
+
+
+def run_rollout(cluster: Cluster, report_dir: Path, *extra: str, limit: str | None = None,
+                env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the rollout playbook to its end."""
+    return subprocess.run(rollout_command(report_dir, *extra, limit=limit), capture_output=True, text=True, cwd=REPO,
+                          env=env or ansible_env(cluster), timeout=timeout)
+
+
+def start_rollout(cluster: Cluster, report_dir: Path, *extra: str, limit: str | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start the rollout playbook in the background, in a process group (session) of its own; its output goes to
+    ``report_dir/run.log``."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    log = open(report_dir / "run.log", "w")  # noqa: SIM115 - the child writes it
+    return subprocess.Popen(rollout_command(report_dir, *extra, limit=limit), stdout=log, stderr=subprocess.STDOUT,
+                            text=True, cwd=REPO, env=env or ansible_env(cluster), start_new_session=True)
+
+
+def latest_report(report_dir: Path) -> dict[str, Any]:
+    return json.loads((report_dir / "latest.json").read_text())
+
+
 def run_module(cluster: Cluster, module: str, args: dict[str, Any], check: bool = False, diff: bool = False,
                kubeconfig: str | None = None, verbose: bool = False) -> dict[str, Any]:
     """Run one of our modules through Ansible (ad hoc, on localhost); return its result

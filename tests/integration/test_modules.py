@@ -339,7 +339,7 @@ def test_label_failure_reports_state_and_durations_then_reapply(cluster, node_po
     assert "pending" in failed["state_durations"]
     assert failed["state"] == "failed"
     no_reapply = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-1g.20gb"})
-    assert "set reapply to restart it" in no_reapply["msg"]
+    assert "set reapply (in a rollout, mig_rollout_reapply_failed) to restart it" in no_reapply["msg"]
     cluster.annotate(node, {"simcluster.dev/fault-apply-fails": None})
     retried = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-1g.20gb", "reapply": True})
     assert retried.get("failed") is not True, retried

@@ -1,12 +1,12 @@
 """playbooks/mig-reconfigure.yml paths the Molecule scenarios do not take: cordon instead of a taint, an
-admin's own taint left alone, a blocked evacuation, and the rollback of a failed node."""
+admin's own taint left alone, a blocked evacuation, the rollback of a failed node, per-pool settings."""
 
 from __future__ import annotations
 
 import json
-import subprocess
+import shutil
 
-from conftest import REPO, ansible_env
+from conftest import REPO, run_rollout
 
 from migrollout import kube
 
@@ -14,9 +14,7 @@ RECORD = "mig-rollout.nvidia-mig-rollout.io/record"
 
 
 def rollout(cluster, node, report_dir, *extra):
-    command = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/mig-reconfigure.yml", "--limit", node,
-               "-e", f"mig_rollout_report_dir={report_dir}", *extra]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=ansible_env(cluster))
+    return run_rollout(cluster, report_dir, *extra, limit=node)
 
 
 def test_blocked_evacuation_fails_the_node_rolls_it_back_and_keeps_it_out_of_service(cluster, node_pool, tmp_path):
@@ -76,3 +74,41 @@ def test_blocked_evacuation_fails_the_node_rolls_it_back_and_keeps_it_out_of_ser
     assert RECORD not in (done["metadata"].get("annotations") or {})
     assert done["metadata"]["labels"]["nvidia.com/mig.config"] == "all-1g.10gb"
     cluster.api.patch(kube.node_path(node), {"spec": {"taints": None}})
+
+
+def test_a_pools_group_vars_set_its_nodes_rollout_settings_only(cluster, node_pool, tmp_path):
+    """Rollout settings are inventory variables: a pool's group_vars/gpu_pool_<pool>.yml overrides the ones in
+    group_vars/gpu_nodes.yml for that pool's nodes only (here: how long a blocked evacuation waits)."""
+    fast, slow = node_pool.take("h100"), node_pool.take("evac")  # two pools of H100 nodes
+    inventory = tmp_path / "inventory"
+    shutil.copytree(REPO / "config", inventory)
+    (inventory / "group_vars" / "gpu_pool_h100.yml").write_text("mig_rollout_evacuation_timeout: 3\n")
+    with (inventory / "group_vars" / "gpu_nodes.yml").open("a") as settings:
+        settings.write("\nmig_rollout_evacuation_timeout: 8\n")
+    namespace = cluster.namespace()
+    for node in (fast, slow):
+        cluster.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": node, "namespace": namespace},
+                       "spec": {"replicas": 1, "selector": {"matchLabels": {"app": node}},
+                                "template": {"metadata": {"labels": {"app": node}},
+                                             "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+                                                      "containers": [{"name": "cuda", "image": "cuda", "resources": {
+                                                          "limits": {"nvidia.com/gpu": "1"}}}]}}}})
+        cluster.apply({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                       "metadata": {"name": node, "namespace": namespace},
+                       "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": node}}}})
+    for node in (fast, slow):
+        cluster.wait(lambda node=node: cluster.api.get(
+            f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{node}")["status"].get("currentHealthy") == 1,
+            what=f"PodDisruptionBudget {node} observed")
+
+    result = run_rollout(cluster, tmp_path / "reports", "-i", str(inventory), "-e", "mig_config=all-1g.10gb",
+                         "-e", "mig_rollout_cordon=true", "-e", json.dumps({"mig_rollout_maintenance_taints": []}),
+                         "-e", "mig_rollout_max_fail_percentage=100", limit=f"{fast},{slow}")
+    assert result.returncode != 0
+    # What each node's record says on the API server: each evacuation waited its pool's time.
+    for node, seconds in ((fast, 3), (slow, 8)):
+        annotations = cluster.node(node)["metadata"].get("annotations") or {}
+        assert RECORD in annotations, result.stdout[-3000:]
+        record = json.loads(annotations[RECORD])
+        assert record["step"] == "failed"
+        assert f"node {node}: 1 pods still there after {seconds} s" in record["error"], record["error"]

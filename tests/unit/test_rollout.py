@@ -1,14 +1,22 @@
 """The rollout's pure parts: the maintenance record, the plan's decisions, tolerations, the report."""
 
+import json
+
+import pytest
+
+from migrollout import selectors
 from migrollout.default_config import build_default_config
+from migrollout.evacuation.selection import Options
 from migrollout.migconfig import parse_config
 from migrollout.rollout import record
+from migrollout.rollout.fence import LockLost
 from migrollout.rollout.plan import (
     CHANGE,
     REFUSE,
     RESUME,
     SKIP,
     ClusterView,
+    Maintenance,
     order,
     plan_node,
     untolerated,
@@ -64,6 +72,41 @@ def test_a_resumed_record_keeps_what_the_dead_run_added():
     assert second.runs == ["run-1"] and second.run == "run-2"
 
 
+def written_record(patch):
+    """The record a patch writes, decoded from its annotation (what the API server will store)."""
+    return json.loads(patch["metadata"]["annotations"][record.ANNOTATION])
+
+
+def test_a_failed_node_resumed_by_the_next_run_gets_its_record_rewritten():
+    # Run 1 puts the node into maintenance, then fails it: the node keeps its taint and a failed record.
+    patch, _ = record.begin_patch(node(), "run-1", "all-1g.10gb", MAINTENANCE, cordon=False)
+    begun = node(taints=patch["spec"]["taints"], annotations=patch["metadata"]["annotations"])
+    failed, _ = record.failed_patch(begun, "run-1", "Set the MIG config", "apply failed")
+    left = node(taints=patch["spec"]["taints"], annotations=failed["metadata"]["annotations"])
+    # Run 2 resumes it: the taint is already there, but the record must be rewritten for run 2.
+    resumed, rec = record.begin_patch(left, "run-2", "all-1g.10gb", MAINTENANCE, cordon=False)
+    assert resumed is not None, "the resumed node's record must be written"
+    stored = written_record(resumed)
+    assert stored["run"] == "run-2" and stored["runs"] == ["run-1"]
+    assert stored["step"] == "maintenance" and stored["error"] == ""
+    assert stored["added_taints"] == [{"key": "mig", "value": "maintenance", "effect": "NoSchedule"}]
+    assert stored["from_config"] == "all-disabled"
+    assert rec.run == "run-2"
+    # The same run beginning again changes nothing.
+    again = node(taints=patch["spec"]["taints"], annotations=resumed["metadata"]["annotations"])
+    assert record.begin_patch(again, "run-2", "all-1g.10gb", MAINTENANCE, cordon=False)[0] is None
+
+
+def test_finish_and_failure_write_only_while_the_record_names_this_run():
+    patch, _ = record.begin_patch(node(), "run-2", "all-1g.10gb", MAINTENANCE, cordon=False)
+    taken = node(taints=patch["spec"]["taints"], annotations=patch["metadata"]["annotations"])
+    with pytest.raises(LockLost, match="names run run-2, not run-1: another run has taken this node over"):
+        record.finish_patch(taken, "run-1")
+    with pytest.raises(LockLost, match="gpu-1: its rollout record now names run run-2"):
+        record.failed_patch(taken, "run-1", "x", "y")
+    assert record.finish_patch(taken, "run-2")[0] is not None
+
+
 def test_failure_is_recorded_and_keeps_the_taint():
     patch, _ = record.begin_patch(node(), "run-1", "all-1g.10gb", MAINTENANCE, cordon=False)
     left = node(annotations={record.ANNOTATION: patch["metadata"]["annotations"][record.ANNOTATION]})
@@ -75,7 +118,8 @@ def test_failure_is_recorded_and_keeps_the_taint():
 def view(**nodes_by_name):
     return ClusterView(nodes=nodes_by_name, policy=None, namespace="gpu-operator", strategy="mixed",
                        config_maps={"default-mig-parted-config": parse_config(build_default_config())},
-                       managers={name: True for name in nodes_by_name}, daemonsets=[])
+                       managers={name: f"gpu-operator/nvidia-mig-manager-{name}" for name in nodes_by_name},
+                       daemonsets=[])
 
 
 def test_plan_decisions():
@@ -130,3 +174,87 @@ def test_report_rows_and_table():
                                "FINISH", "TOTAL", "EVICTED"]
     assert "33.2s" in text[1]
     assert text[-2:] == ["b: step 'x' failed: boom", "d: the rollout stopped before this node"]
+
+
+def gpu_pod(name, tolerations=None, labels=None, owner=True, volumes=None, namespace="ml"):
+    meta = {"name": name, "namespace": namespace, "uid": f"uid-{name}", "labels": labels or {}}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "rs", "controller": True, "apiVersion": "apps/v1"}]
+    return {"metadata": meta, "spec": {"nodeName": "gpu-1", "tolerations": tolerations or [], "volumes": volumes or [],
+                                       "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+            "status": {"phase": "Running"}}
+
+
+def pod_view(pods, pdbs=None, **node_args):
+    cluster = view(**{"gpu-1": node("gpu-1", **node_args)})
+    cluster.pods_by_node = {"gpu-1": pods}
+    cluster.pdbs = pdbs
+    return cluster
+
+
+HOW = Maintenance(tuple(MAINTENANCE), False, Options(), selectors.EVERYTHING, list_pods=True)
+
+
+def test_item_6_gpu_pods_that_tolerate_the_maintenance_taint_get_the_node_cordoned_as_well():
+    tolerating = gpu_pod("train-0", tolerations=[{"key": "mig", "operator": "Exists"}])
+    plan = plan_node(pod_view([tolerating, gpu_pod("other")]), "gpu-1", "all-1g.10gb", HOW)
+    assert plan.action == CHANGE and plan.cordon is True
+    assert plan.returning == ["ml/train-0"]
+    assert "cordoned as well: GPU pods ml/train-0 tolerate mig=maintenance:NoSchedule" in plan.reason
+    # A pod that tolerates everything would come back even to a cordoned node: the node is refused.
+    everything = gpu_pod("anywhere", tolerations=[{"operator": "Exists"}])
+    refused = plan_node(pod_view([everything]), "gpu-1", "all-1g.10gb", HOW)
+    assert refused.action == REFUSE
+    assert refused.reason.startswith("node gpu-1: GPU pod ml/anywhere tolerates every taint that would keep it off")
+    # Without such pods, no cordon.
+    assert plan_node(pod_view([gpu_pod("plain")]), "gpu-1", "all-1g.10gb", HOW).cordon is False
+
+
+def test_item_10_check_mode_names_what_will_block_the_real_run():
+    bare = gpu_pod("bare", owner=False)
+    scratch = gpu_pod("scratch", volumes=[{"name": "tmp", "emptyDir": {}}])
+    guarded = gpu_pod("guarded", labels={"app": "serve"})
+    pdb = {"metadata": {"name": "serve", "namespace": "ml"},
+           "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["serve"]}]}},
+           "status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1}}
+    plan = plan_node(pod_view([bare, scratch, guarded], pdbs=[pdb]), "gpu-1", "all-1g.10gb", HOW)
+    assert plan.evict == ["ml/guarded"]
+    assert [entry.split(":")[0] for entry in plan.blocked] == ["ml/bare", "ml/scratch"]
+    assert plan.pdb_blocked == ["ml/guarded: PodDisruptionBudget ml/serve allows no disruption now (1 healthy, "
+                                "1 needed)"]
+    assert len(plan.blockers()) == 3
+
+
+def test_check_mode_selects_pods_as_the_api_server_does():
+    pods = [gpu_pod("a", labels={"tier": "train"}), gpu_pod("b", labels={"tier": "batch"}),
+            gpu_pod("c", labels={"tier": "web"}), gpu_pod("d")]
+    how = Maintenance(tuple(MAINTENANCE), False, Options(), selectors.parse("tier in (train,batch)"), list_pods=True)
+    assert plan_node(pod_view(pods), "gpu-1", "all-1g.10gb", how).evict == ["ml/a", "ml/b"]
+    how = Maintenance(tuple(MAINTENANCE), False, Options(), selectors.parse("tier notin (train)"), list_pods=True)
+    assert plan_node(pod_view(pods), "gpu-1", "all-1g.10gb", how).evict == ["ml/b", "ml/c", "ml/d"]
+
+
+def test_item_8_a_node_at_its_config_whose_apply_failed_is_reapplied():
+    plan = plan_node(view(**{"gpu-1": node("gpu-1", config="all-1g.10gb", state="failed")}), "gpu-1", "all-1g.10gb")
+    assert plan.action == CHANGE and plan.reapply is True
+    assert plan_node(view(**{"gpu-1": node("gpu-1")}), "gpu-1", "all-1g.10gb").reapply is False
+
+
+def test_item_11_a_rerun_of_a_stuck_pending_node_says_how_to_recover():
+    patch, _ = record.begin_patch(node(), "run-1", "all-1g.10gb", MAINTENANCE, cordon=False)
+    begun = node(annotations=patch["metadata"]["annotations"])
+    failed, _ = record.failed_patch(begun, "run-1", "Set the MIG config", "not applied within 5 s; last state pending")
+    stuck = node("gpu-1", config="all-1g.10gb", state="pending", annotations=failed["metadata"]["annotations"])
+    plan = plan_node(view(**{"gpu-1": stuck}), "gpu-1", "all-1g.10gb")
+    assert plan.action == REFUSE
+    assert "its MIG manager is still in state pending for all-1g.10gb, which run run-1 gave up waiting for" in plan.reason
+    assert "kubectl -n gpu-operator delete pod nvidia-mig-manager-gpu-1" in plan.reason
+    # Killed mid-apply (record still "maintenance"): the MIG manager is at work, the node is resumed.
+    working = node("gpu-1", config="all-1g.10gb", state="pending", annotations=patch["metadata"]["annotations"])
+    assert plan_node(view(**{"gpu-1": working}), "gpu-1", "all-1g.10gb").action == RESUME
+
+
+def test_report_says_the_lock_was_lost():
+    rows = entries([{"node": "a", "action": "change", "from_config": "x", "to_config": "y", "reason": ""}], {})
+    assert table(rows, "another run took the Lease gpu-operator/mig-rollout over")[-1].startswith(
+        "LOCK LOST: another run took the Lease gpu-operator/mig-rollout over; this run stopped")

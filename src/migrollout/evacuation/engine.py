@@ -7,6 +7,12 @@
   (StatefulSet) is never evicted by mistake, and counts as the old pod being gone.
 * One watch on the node's pods, opened before the first eviction, sees each
   deletion; GPU pods that land on the node meanwhile are judged and evacuated too.
+* A pod whose replacement would be let straight back onto the node (it tolerates
+  every taint that keeps pods off it) is refused or warned about, before anything
+  is evicted.
+* ``stop_check`` (the rollout's fence) runs before every eviction and at least once
+  a second while waiting: an evacuation stops as soon as its run lost the rollout
+  lock or its ansible-playbook process is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +34,17 @@ from migrollout.evacuation.selection import (
     WAIT,
     Decision,
     Options,
+    comes_back,
     plan,
+    returning_reason,
     selected,
 )
 from migrollout.kube import KubeClient, KubeError
+from migrollout.taints import Taint
 from migrollout.timestamps import time_text
+
+WARN, REFUSE_RETURNING = "warn", "refuse"
+NAMESPACE_TERMINATING = "NamespaceTerminating"  # the Status cause kubectl drain checks (corev1.NamespaceTerminatingCause)
 
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 5.0
@@ -44,6 +57,7 @@ class EvacuationResult:
     pending: list[dict[str, Any]] = field(default_factory=list)
     blocking_pdbs: list[str] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)
+    returning: list[dict[str, Any]] = field(default_factory=list)  # pods whose replacement could come back
     warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -51,7 +65,8 @@ class EvacuationResult:
         return {
             # "skipped" is a reserved word in Ansible results (it marks the task skipped).
             "evicted": self.evicted, "skipped_pods": self.skipped, "pending": self.pending,
-            "blocking_pdbs": sorted(set(self.blocking_pdbs)), "duration_s": round(self.duration_s, 3),
+            "blocking_pdbs": sorted(set(self.blocking_pdbs)), "returning": self.returning,
+            "duration_s": round(self.duration_s, 3),
         }
 
 
@@ -71,7 +86,8 @@ def _pdb_from_causes(error: KubeError) -> str | None:
 class Evacuator:
     def __init__(self, api: KubeClient, node: str, options: Options, pod_selector: str | None = None,
                  timeout: float = 600, max_parallel: int = 10, grace_period: int = -1,
-                 disable_eviction: bool = False):
+                 disable_eviction: bool = False, keeping_off: list[Taint] | None = None,
+                 returning: str = WARN, stop_check: Callable[[], None] | None = None):
         self.api = api
         self.node = node
         self.options = options
@@ -84,7 +100,10 @@ class Evacuator:
         self._lock = threading.Condition()
         self._gone: dict[str, float] = {}
         self._pdb_of: dict[str, str] = {}
-        self._fatal: KubeError | None = None
+        self.keeping_off = keeping_off      # what keeps new pods off the node (None: not judged)
+        self.returning = returning          # WARN or REFUSE_RETURNING pods that would come straight back
+        self.stop_check = stop_check or (lambda: None)
+        self._fatal: Exception | None = None
         self._stop = threading.Event()  # set when the evacuation ends: retrying workers stop with it
 
     # -- planning ------------------------------------------------------------------------------------------------
@@ -102,7 +121,22 @@ class Evacuator:
         return self._daemonsets[key]
 
     def plan(self, pods: list[dict[str, Any]]) -> list[Decision]:
-        return plan(pods, self.options, self._daemonset_exists)
+        decisions = plan(pods, self.options, self._daemonset_exists)
+        if self.keeping_off is None or self.returning != REFUSE_RETURNING:
+            return decisions
+        reason = returning_reason(self.keeping_off)
+        return [Decision(d.pod, REFUSE, reason) if d.action == EVICT and comes_back(d.pod, self.keeping_off) else d
+                for d in decisions]
+
+    def _note_returning(self, decisions: list[Decision], result: EvacuationResult) -> None:
+        if self.keeping_off is None:
+            return
+        back = [d for d in decisions if d.action == EVICT and comes_back(d.pod, self.keeping_off)]
+        if not back:
+            return
+        result.returning.extend(d.describe() for d in back)
+        shown = ", ".join(d.ref for d in back[:5]) + (f" and {len(back) - 5} more" if len(back) > 5 else "")
+        result.warnings.append(f"node {self.node}: {shown}: {returning_reason(self.keeping_off)}")
 
     # -- one pod -------------------------------------------------------------------------------------------------
 
@@ -130,8 +164,8 @@ class Evacuator:
             self.api.create(kube.pod_path(namespace, name) + "/eviction", body, what=f"evict pod {namespace}/{name}",
                             dryRun=dry)
         except KubeError as exc:
-            if exc.status == 403 and "terminat" in exc.message:
-                delete()  # the namespace is being deleted: evictions are refused, deleting is what remains
+            if exc.status == 403 and exc.has_cause(NAMESPACE_TERMINATING):
+                delete()  # the namespace is being deleted: evictions are refused, deleting is what remains (kubectl)
                 return
             raise
 
@@ -143,6 +177,11 @@ class Evacuator:
                 if uid in self._gone or self._fatal is not None:
                     return
             try:
+                self.stop_check()  # right before the eviction: this run must still hold the rollout lock
+            except Exception as exc:  # the run lost its lock, or died: no more evictions
+                self._fail(exc)
+                return
+            try:
                 self._remove_once(decision, dry_run=False)
                 return
             except KubeError as exc:
@@ -150,9 +189,7 @@ class Evacuator:
                     self._mark_gone(uid)
                     return
                 if not exc.too_many_requests:
-                    with self._lock:
-                        self._fatal = self._fatal or exc
-                        self._lock.notify_all()
+                    self._fail(exc)
                     return
                 pdb = _pdb_from_causes(exc)
                 if pdb:
@@ -163,6 +200,11 @@ class Evacuator:
                 return
             self._stop.wait(min(remaining, delay * random.uniform(0.8, 1.2)))
             delay = min(delay * 1.5, BACKOFF_MAX_S)
+
+    def _fail(self, exc: Exception) -> None:
+        with self._lock:
+            self._fatal = self._fatal or exc
+            self._lock.notify_all()
 
     def _mark_gone(self, uid: str) -> None:
         with self._lock:
@@ -176,7 +218,9 @@ class Evacuator:
         started = time.monotonic()
         pods, _ = self.list_pods()
         result = EvacuationResult()
-        for decision in self.plan(pods):
+        decisions = self.plan(pods)
+        self._note_returning(decisions, result)
+        for decision in decisions:
             self._record_static(decision, result)
             if decision.action not in (EVICT, DELETE):
                 continue
@@ -215,7 +259,9 @@ class Evacuator:
         result = EvacuationResult()
         targets: dict[str, Decision] = {}
         returned: list[str] = []
-        for decision in self.plan(pods):
+        decisions = self.plan(pods)
+        self._note_returning(decisions, result)
+        for decision in decisions:
             self._record_static(decision, result)
             if decision.action in (EVICT, DELETE, WAIT):
                 targets[decision.pod["metadata"]["uid"]] = decision
@@ -265,12 +311,14 @@ class Evacuator:
                     if stop.is_set():
                         return
                     if not exc.gone and exc.status != 0:
-                        with self._lock:
-                            self._fatal = self._fatal or exc
-                            self._lock.notify_all()
+                        self._fail(exc)
                         return
                     # Expired or broken watch: resynchronise from a fresh listing.
-                    current, since = self.list_pods()
+                    try:
+                        current, since = self.list_pods()
+                    except KubeError as again:
+                        self._fail(again)
+                        return
                     present = {p["metadata"]["uid"] for p in current}
                     for uid in list(targets):
                         if uid not in present:
@@ -280,8 +328,8 @@ class Evacuator:
         watcher.start()
         for decision in list(targets.values()):
             submit(decision)
-        with self._lock:
-            while True:
+        while True:
+            with self._lock:
                 waiting = [uid for uid in targets if uid not in self._gone]
                 if not waiting or self._fatal is not None or result.refused:
                     break
@@ -289,6 +337,10 @@ class Evacuator:
                 if remaining <= 0:
                     break
                 self._lock.wait(min(remaining, 1.0))
+            try:
+                self.stop_check()  # the run lost its lock, or died: stop evicting now
+            except Exception as exc:
+                self._fail(exc)
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -306,7 +358,9 @@ class Evacuator:
         if self._fatal is not None:
             raise self._fatal
         if returned:
-            result.warnings.append(f"node {self.node} still accepts these pods (neither cordoned nor tainted "
-                                   f"NoSchedule), and {len(returned)} landed back on it: {', '.join(returned[:5])}")
+            why = (returning_reason(self.keeping_off) if self.keeping_off is not None
+                   else "the node still accepts them")
+            result.warnings.append(f"node {self.node}: {len(returned)} new GPU pods landed on it while it was "
+                                   f"evacuated ({', '.join(returned[:5])}): {why}")
         result.duration_s = time.monotonic() - started
         return result

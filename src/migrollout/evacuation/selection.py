@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from migrollout.taints import Taint, tolerates
+
 Pod = Mapping[str, Any]
 
 EVICT = "evict"
@@ -164,3 +166,36 @@ def decide(pod: Pod, options: Options, ds_exists: DaemonSetExists) -> Decision:
 
 def plan(pods: Iterable[Pod], options: Options, ds_exists: DaemonSetExists) -> list[Decision]:
     return [decide(pod, options, ds_exists) for pod in pods if selected(pod, options)]
+
+
+# -- pods that would come straight back ---------------------------------------------------------------------
+
+UNSCHEDULABLE = Taint("node.kubernetes.io/unschedulable", "NoSchedule")
+
+
+def keeping_off(node_taints: Iterable[Mapping[str, Any]], cordoned: bool) -> list[Taint]:
+    """What keeps new pods off a node: its NoSchedule and NoExecute taints, and a cordon (which the scheduler
+    reads as the node.kubernetes.io/unschedulable:NoSchedule taint)."""
+    found = [Taint.from_dict(t) for t in node_taints if t.get("effect") in ("NoSchedule", "NoExecute")]
+    if cordoned and UNSCHEDULABLE.identity() not in {t.identity() for t in found}:
+        found.append(UNSCHEDULABLE)
+    return found
+
+
+def tolerated(pod: Pod, blocking: Iterable[Taint]) -> list[Taint]:
+    """The taints of ``blocking`` this pod tolerates."""
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    return [taint for taint in blocking if any(tolerates(t, taint) for t in tolerations)]
+
+
+def comes_back(pod: Pod, blocking: list[Taint]) -> bool:
+    """Would this pod's replacement (same template, same tolerations) be let back onto the node? Yes when it
+    tolerates everything that keeps new pods off it (or nothing does)."""
+    return len(tolerated(pod, blocking)) == len(blocking)
+
+
+def returning_reason(blocking: list[Taint]) -> str:
+    if not blocking:
+        return "the node is neither cordoned nor tainted NoSchedule: its replacement could be scheduled right back"
+    return (f"it tolerates {', '.join(map(str, blocking))}: its replacement could be scheduled right back onto "
+            f"the node")

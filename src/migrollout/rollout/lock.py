@@ -4,6 +4,10 @@ The run that holds the Lease starts a small renewer process that renews it every
 third of its duration while the ``ansible-playbook`` process is alive. If the run
 dies (Ctrl-C, a lost control host) renewals stop and the Lease expires after its
 duration, so a stale lock never blocks the next run for long.
+
+The renewer records each confirmed renewal, and the loss of the lock, in the run's
+lock state file (``rollout/fence.py``), which every step that changes a node checks
+first: a run that lost its lock stops before it writes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from migrollout import kube
 from migrollout.kube import Connection, KubeClient, KubeError
 from migrollout.processes import pid_alive
+from migrollout.rollout import fence
 from migrollout.timestamps import micro_time_text, time_text
 
 LEASE_NAME = "mig-rollout"
@@ -83,12 +88,14 @@ class LockHeld(Exception):
 
 
 def acquire(api: KubeClient, namespace: str, holder: str, duration_s: int, wait_s: float,
-            details: dict[str, Any]) -> dict[str, Any]:
+            details: dict[str, Any]) -> tuple[dict[str, Any], float]:
     """Take the Lease for ``holder``: create it, or take it over once it is free or expired.
-    Waits up to ``wait_s`` for another holder's Lease to expire or be released."""
+    Waits up to ``wait_s`` for another holder's Lease to expire or be released. Returns the Lease and the
+    boot-clock time (``fence.boottime``) the successful write started: the lock is held from then on."""
     deadline = time.monotonic() + wait_s
     path = lease_path(namespace)
     while True:
+        started = fence.boottime()
         now = datetime.datetime.now(datetime.UTC)
         spec = {"holderIdentity": holder, "leaseDurationSeconds": duration_s, "acquireTime": micro_time_text(now),
                 "renewTime": micro_time_text(now)}
@@ -99,12 +106,12 @@ def acquire(api: KubeClient, namespace: str, holder: str, duration_s: int, wait_
                 return api.create(lease_path(namespace).rsplit("/", 1)[0], {
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": LEASE_NAME, "namespace": namespace, "annotations": annotations},
-                    "spec": spec}, what=f"create Lease {namespace}/{LEASE_NAME}")
+                    "spec": spec}, what=f"create Lease {namespace}/{LEASE_NAME}"), started
             held = state(current)
             if held.holder in ("", holder) or held.remaining_s(now) <= 0:
                 return api.patch(path, {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
                                                      "annotations": annotations}, "spec": spec},
-                                 what=f"take Lease {namespace}/{LEASE_NAME}")
+                                 what=f"take Lease {namespace}/{LEASE_NAME}"), started
         except KubeError as exc:
             if exc.status not in (409,):
                 raise
@@ -172,9 +179,9 @@ def controller_pid() -> int:
 
 
 def start_renewer(conn: Connection, namespace: str, holder: str, duration_s: int, watch_pid: int,
-                  log_path: str | None = None) -> int:
+                  state_file: str, log_path: str | None = None) -> int:
     command = [sys.executable, "-m", "migrollout.rollout.lock", "--namespace", namespace, "--holder", holder,
-               "--duration", str(duration_s), "--watch-pid", str(watch_pid)]
+               "--duration", str(duration_s), "--watch-pid", str(watch_pid), "--state-file", state_file]
     for option in ("kubeconfig", "context", "host", "ca_cert"):
         value = getattr(conn, option)
         if value:
@@ -197,29 +204,72 @@ def stop_renewer(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-def renew_loop(api: KubeClient, namespace: str, holder: str, duration_s: int, watch_pid: int) -> str:
-    """Renew until the watched process is gone or the Lease is no longer ours; returns why it stopped."""
-    interval = max(1.0, duration_s / 3)
-    path = lease_path(namespace)
-    failures = 0
-    while True:
-        time.sleep(interval)
-        if not pid_alive(watch_pid):
-            return f"process {watch_pid} is gone: the Lease will expire"
+class Renewer:
+    """Renews the Lease and records each confirmation (or the loss) in the run's lock state file."""
+
+    def __init__(self, api: KubeClient, namespace: str, holder: str, duration_s: int, watch_pid: int,
+                 state_file: str):
+        self.api = api
+        self.namespace = namespace
+        self.holder = holder
+        self.duration_s = duration_s
+        self.watch_pid = watch_pid
+        self.state_file = state_file
+        self.interval = max(1.0, duration_s / 3)
+
+    def _record(self, **changes: Any) -> None:
+        current = fence.read(self.state_file)
+        if current is None or current.holder != self.holder:
+            return  # released (the file is gone) or not ours
+        for key, value in changes.items():
+            setattr(current, key, value)
+        fence.write(self.state_file, current)
+
+    def renew_once(self) -> str | None:
+        """One renewal; returns why the lock is lost, or None while it is held."""
+        started = fence.boottime()
         try:
             # One request: the test fails (422) if the Lease is no longer ours, so we never renew another's.
-            api.patch(path, [{"op": "test", "path": "/spec/holderIdentity", "value": holder},
-                             {"op": "replace", "path": "/spec/renewTime",
-                              "value": micro_time_text()}],
-                      content_type=kube.JSON_PATCH, what="renew the rollout Lease")
-            failures = 0
+            self.api.patch(lease_path(self.namespace),
+                           [{"op": "test", "path": "/spec/holderIdentity", "value": self.holder},
+                            {"op": "replace", "path": "/spec/renewTime", "value": micro_time_text()}],
+                           content_type=kube.JSON_PATCH, what="renew the rollout Lease")
         except KubeError as exc:
-            if exc.not_found or exc.status == 422:
-                return "the Lease was released or taken over"
-            failures += 1
-            print(f"renewal failed ({failures}): {exc.one_line()}", flush=True)
-            if failures * interval >= duration_s:
-                return "renewals kept failing: the Lease will expire"
+            if exc.not_found:
+                return f"the Lease {self.namespace}/{LEASE_NAME} was deleted (released, or another run finished with it)"
+            if exc.status == 422:
+                return f"another run took the Lease {self.namespace}/{LEASE_NAME} over"
+            print(f"renewal failed: {exc.one_line()}", flush=True)
+            return None
+        state = fence.read(self.state_file)
+        self._record(confirmed=started, renewals=(state.renewals + 1) if state else 1)
+        return None
+
+    def run(self, wait: Any = None) -> str:
+        """Renew until the watched process is gone or the Lease is lost; returns why it stopped. Between
+        renewals it sleeps, or renews at once when a step pokes it (fence.POKE)."""
+        wait = wait or _wait_for_poke
+        self._record(renewer_pid=os.getpid())  # whom a step pokes when the lock's last confirmation is stale
+        while True:
+            wait(self.interval)
+            if not pid_alive(self.watch_pid):
+                reason = f"the run's ansible-playbook process {self.watch_pid} is gone: the Lease will expire"
+                self._record(lost=reason)
+                return reason
+            lost = self.renew_once()
+            if lost:
+                self._record(lost=lost)
+                return lost
+            state = fence.read(self.state_file)
+            if state is not None and fence.boottime() - state.confirmed >= self.duration_s:
+                reason = (f"renewals failed for {fence.boottime() - state.confirmed:.0f} s, longer than the Lease "
+                          f"lasts ({self.duration_s} s): another run may have taken it")
+                self._record(lost=reason)
+                return reason
+
+
+def _wait_for_poke(seconds: float) -> None:
+    signal.sigtimedwait({fence.POKE}, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,15 +278,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holder", required=True)
     parser.add_argument("--duration", type=int, required=True)
     parser.add_argument("--watch-pid", type=int, required=True)
+    parser.add_argument("--state-file", required=True)
     for option in ("kubeconfig", "context", "host", "ca-cert"):
         parser.add_argument(f"--{option}")
     parser.add_argument("--insecure", action="store_true")
     args = parser.parse_args(argv)
+    # A poke is taken by sigtimedwait, never by a handler: block it first.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {fence.POKE})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     conn = Connection(kubeconfig=args.kubeconfig, context=args.context, host=args.host,
                       api_key=os.environ.get("MIGROLLOUT_LOCK_API_KEY"),
                       validate_certs=False if args.insecure else None, ca_cert=args.ca_cert)
-    reason = renew_loop(KubeClient.connect(conn), args.namespace, args.holder, args.duration, args.watch_pid)
+    interval = max(1.0, args.duration / 3)
+    # Retries must not hold a renewal past the next one: the lock's freshness is judged from confirmations.
+    api = KubeClient.connect(conn, request_timeout=interval, retry_budget_s=interval / 2)
+    renewer = Renewer(api, args.namespace, args.holder, args.duration, args.watch_pid, args.state_file)
+    reason = renewer.run()
     print(f"renewer for {args.holder} stopped: {reason}", flush=True)
     return 0
 

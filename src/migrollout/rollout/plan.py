@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from migrollout import clusterpolicy, labels, nodes
-from migrollout.evacuation.selection import EVICT, Options
+from migrollout import clusterpolicy, labels, nodes, selectors, taints
+from migrollout.evacuation.selection import DELETE, EVICT, Options, comes_back, keeping_off
+from migrollout.evacuation.selection import REFUSE as REFUSE_POD
 from migrollout.evacuation.selection import plan as evacuation_plan
 from migrollout.migconfig import MigPartedConfig, fit_problems
 from migrollout.rollout import record
@@ -35,11 +36,20 @@ class NodePlan:
     gpu_model: str = ""
     gpu_count: int = 0
     config_map: str = ""
+    cordon: bool = False            # cordon it as well: GPU pods on it tolerate the maintenance taints
+    reapply: bool = False           # already labelled with its config, whose last apply failed: apply it again
     evict: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)      # pods the evacuation would refuse (the run stops there)
+    returning: list[str] = field(default_factory=list)    # GPU pods that tolerate the maintenance taints
+    pdb_blocked: list[str] = field(default_factory=list)  # pods whose PodDisruptionBudget allows no disruption now
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "blockers": self.blockers()}
+
+    def blockers(self) -> list[str]:
+        """What will stop the real run at this node, as the check mode shows it."""
+        return ([f"{entry} (the evacuation refuses it)" for entry in self.blocked]
+                + [f"{entry} (evictions wait until the budget allows one)" for entry in self.pdb_blocked])
 
 
 @dataclass
@@ -51,9 +61,21 @@ class ClusterView:
     namespace: str
     strategy: str
     config_maps: Mapping[str, MigPartedConfig]       # name -> parsed config
-    managers: Mapping[str, bool]                      # node -> a MIG manager pod runs there
+    managers: Mapping[str, str]                       # node -> "namespace/name" of the MIG manager pod running there
     daemonsets: list[dict[str, Any]]
     pods_by_node: Mapping[str, list[dict[str, Any]]] | None = None
+    pdbs: list[dict[str, Any]] | None = None          # PodDisruptionBudgets (check mode)
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """How the rollout keeps pods off a node under reconfiguration, and which pods it evacuates."""
+
+    taints: tuple[Taint, ...] = ()
+    cordon: bool = False
+    evacuation: Options | None = None
+    pod_selector: selectors.Selector = selectors.EVERYTHING
+    list_pods: bool = False          # name the pods (check mode), not only judge them
 
 
 def untolerated(daemonsets: list[dict[str, Any]], maintenance: list[Taint]) -> list[str]:
@@ -78,8 +100,9 @@ def config_map_for(view: ClusterView, node: str) -> str | None:
     return None
 
 
-def plan_node(view: ClusterView, name: str, desired: str | None, evacuation: Options | None,
-              pod_selector_matches: Any = None) -> NodePlan:
+def plan_node(view: ClusterView, name: str, desired: str | None,
+              maintenance: Maintenance | None = None) -> NodePlan:
+    maintenance = maintenance or Maintenance()
     node = view.nodes.get(name)
     if node is None:
         return NodePlan(name, REFUSE, desired or "", reason=f"node {name} does not exist")
@@ -116,11 +139,20 @@ def plan_node(view: ClusterView, name: str, desired: str | None, evacuation: Opt
         plan.action, plan.reason = REFUSE, f"{desired} does not fit {count} x {model.key}: " + "; ".join(problems)
         return plan
     ours = record.read(node)
+    manager = view.managers.get(name)
+    restart = (f"kubectl -n {manager.split('/', 1)[0]} delete pod {manager.split('/', 1)[1]}"
+               if manager and "/" in manager else f"delete the {labels.APP_MIG_MANAGER} pod on the node")
     if state in ("pending", "rebooting") and not (ours and current == desired):
         plan.action, plan.reason = REFUSE, (f"the MIG manager on {name} is busy applying {current} (state {state}); "
-                                            f"wait for it, or restart its pod if it is stuck")
+                                            f"wait for it, or if it is stuck restart its pod ({restart})")
         return plan
-    if not view.managers.get(name):
+    if state == "pending" and ours is not None and ours.step == "failed":
+        plan.action, plan.reason = REFUSE, (
+            f"node {name}: its MIG manager is still in state pending for {current}, which run {ours.run} gave up "
+            f"waiting for ({ours.error[:200]}): it is stuck (mig-parted up to v0.15.0 leaves pending after a failed "
+            f"wait for operand pods); restart its pod ({restart}), then run the rollout again")
+        return plan
+    if not manager:
         plan.action, plan.reason = REFUSE, (f"no MIG manager runs on node {name} "
                                             f"({labels.DEPLOY_MIG_MANAGER} must be true)")
         return plan
@@ -140,12 +172,58 @@ def plan_node(view: ClusterView, name: str, desired: str | None, evacuation: Opt
             plan.reason = f"at {desired} but not advertising it: {mismatches[0]}"
     else:
         plan.reason = f"{current or '(no config)'} -> {desired}"
-    if view.pods_by_node is not None and evacuation is not None and plan.action in (CHANGE, RESUME):
-        pods = [p for p in view.pods_by_node.get(name, []) if pod_selector_matches is None or pod_selector_matches(p)]
-        decisions = evacuation_plan(pods, evacuation, lambda namespace, ds: True)
-        plan.evict = [d.ref for d in decisions if d.action == EVICT or d.action == "delete"]
-        plan.blocked = [f"{d.ref}: {d.reason}" for d in decisions if d.action == "refuse"]
+    plan.reapply = current == desired and state == "failed"
+    if view.pods_by_node is not None and maintenance.evacuation is not None and plan.action in (CHANGE, RESUME):
+        _judge_pods(view, node, plan, maintenance)
     return plan
+
+
+def _judge_pods(view: ClusterView, node: dict[str, Any], plan: NodePlan, maintenance: Maintenance) -> None:
+    """The GPU pods the evacuation will meet on this node: those whose replacements would come straight back
+    (the node is then cordoned as well, or refused), and, for check mode, what leaves and what will block."""
+    assert view.pods_by_node is not None and maintenance.evacuation is not None
+    name = plan.node
+    pods = [p for p in view.pods_by_node.get(name, []) if maintenance.pod_selector.matches_object(p)]
+    decisions = evacuation_plan(pods, maintenance.evacuation, lambda namespace, ds: True)
+    evicting = [d for d in decisions if d.action == EVICT]
+    under = taints.add(nodes.node_taints(node), maintenance.taints)
+    cordoned = maintenance.cordon or nodes.is_cordoned(node)
+    back = [d for d in evicting if comes_back(d.pod, keeping_off(under, cordoned))]
+    if back:
+        plan.returning = [d.ref for d in back]
+        still = [d for d in back if comes_back(d.pod, keeping_off(under, True))]
+        shown = ", ".join(plan.returning[:3]) + (" ..." if len(back) > 3 else "")
+        if still:
+            plan.action, plan.reason = REFUSE, (
+                f"node {name}: GPU pod {still[0].ref} tolerates every taint that would keep it off the node while it "
+                f"is reconfigured ({', '.join(map(str, keeping_off(under, True)))}): its replacement would come "
+                f"straight back; remove that toleration, or move the pod off the node first")
+            return
+        plan.cordon = True
+        plan.reason += (f"; cordoned as well: GPU pods {shown} tolerate "
+                        f"{', '.join(str(t) for t in maintenance.taints) or 'its taints'}")
+    if not maintenance.list_pods:
+        return
+    plan.evict = [d.ref for d in decisions if d.action in (EVICT, DELETE)]
+    plan.blocked = [f"{d.ref}: {d.reason}" for d in decisions if d.action == REFUSE_POD]
+    plan.pdb_blocked = [f"{d.ref}: {why}" for d in evicting if (why := _budget_blocks(d.pod, view.pdbs or []))]
+
+
+def _budget_blocks(pod: dict[str, Any], pdbs: list[dict[str, Any]]) -> str:
+    """Why a PodDisruptionBudget would refuse this pod's eviction now ("" when none would)."""
+    namespace = pod["metadata"].get("namespace")
+    for pdb in pdbs:
+        if pdb["metadata"].get("namespace") != namespace:
+            continue
+        try:
+            matches = selectors.from_label_selector((pdb.get("spec") or {}).get("selector")).matches_object(pod)
+        except selectors.SelectorError:
+            continue
+        status = pdb.get("status") or {}
+        if matches and int(status.get("disruptionsAllowed") or 0) <= 0:
+            return (f"PodDisruptionBudget {namespace}/{pdb['metadata']['name']} allows no disruption now "
+                    f"({status.get('currentHealthy', '?')} healthy, {status.get('desiredHealthy', '?')} needed)")
+    return ""
 
 
 def order(plans: list[NodePlan]) -> list[NodePlan]:

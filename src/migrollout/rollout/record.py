@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from migrollout import labels, nodes, taints
+from migrollout.rollout.fence import LockLost
 from migrollout.taints import Taint
 from migrollout.timestamps import time_text
 
@@ -60,8 +61,9 @@ def begin_patch(node: dict[str, Any], run: str, to_config: str, maintenance: lis
     previous = read(node)
     current_taints = nodes.node_taints(node)
     if previous is not None:
-        record = previous
-        record.runs = [*record.runs, previous.run][-10:] if previous.run != run else record.runs
+        record = read(node)  # a copy: ``previous`` must stay as the node has it, to tell whether anything changed
+        assert record is not None
+        record.runs = [*record.runs, previous.run][-10:] if previous.run != run else list(record.runs)
         record.run, record.to_config, record.step, record.error = run, to_config, "maintenance", ""
     else:
         record = Record(run=run, from_config=nodes.mig_config(node), to_config=to_config)
@@ -81,17 +83,30 @@ def begin_patch(node: dict[str, Any], run: str, to_config: str, maintenance: lis
         spec["unschedulable"] = True
     if spec:
         patch["spec"] = spec
-    if previous is not None and previous.encode() == record.encode() and not spec:
-        return None, record
+    if previous is not None and not spec and _same_except_time(previous, record):
+        return None, previous
     return patch, record
 
 
-def finish_patch(node: dict[str, Any]) -> tuple[dict[str, Any] | None, Record | None]:
+def _same_except_time(left: Record, right: Record) -> bool:
+    return {**vars(left), "updated": ""} == {**vars(right), "updated": ""}
+
+
+def _ours(node: dict[str, Any], record: Record, run: str) -> None:
+    """A record naming another run means that run has taken the node over: this one must not touch it."""
+    if record.run != run:
+        raise LockLost(f"node {node['metadata']['name']}: its rollout record now names run {record.run}, not "
+                       f"{run}: another run has taken this node over")
+
+
+def finish_patch(node: dict[str, Any], run: str | None = None) -> tuple[dict[str, Any] | None, Record | None]:
     """The merge patch that returns ``node`` to service: remove only the taints and cordon the record
-    says a rollout added, and the record itself."""
+    says a rollout added, and the record itself. With ``run``, the record must still name that run."""
     record = read(node)
     if record is None:
         return None, None
+    if run is not None:
+        _ours(node, record, run)
     current_taints = nodes.node_taints(node)
     remaining = taints.remove(current_taints, [Taint.from_dict(t) for t in record.added_taints])
     patch: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION: None}}}
@@ -106,9 +121,11 @@ def finish_patch(node: dict[str, Any]) -> tuple[dict[str, Any] | None, Record | 
 
 
 def failed_patch(node: dict[str, Any], run: str, step: str, error: str) -> tuple[dict[str, Any] | None, Record | None]:
-    """Mark the record failed (the node keeps its maintenance taints: no broken GPUs back in service)."""
+    """Mark the record failed (the node keeps its maintenance taints: no broken GPUs back in service).
+    The record must still name ``run``: a failure is never written over another run's record."""
     record = read(node)
     if record is None:
         return None, None
+    _ours(node, record, run)
     record.step, record.error, record.run, record.updated = "failed", f"{step}: {error}"[:900], run, time_text()
     return {"metadata": {"annotations": {ANNOTATION: record.encode()}}}, record

@@ -33,14 +33,16 @@ def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]],
         if item["action"] == "skip":
             rows.append({**base, "result": "skipped", "reason": item["reason"], "steps": {}, "evicted": []})
         elif planned_only:
-            rows.append({**base, "result": f"would {item['action']}", "reason": item["reason"], "steps": {},
-                         "evicted": item.get("evict") or []})
+            blockers = item.get("blockers") or []
+            reason = item["reason"] + (f"; will block: {'; '.join(blockers)}" if blockers else "")
+            rows.append({**base, "result": f"would {item['action']}", "reason": reason, "steps": {},
+                         "evicted": item.get("evict") or [], "blocked": blockers})
         else:
             rows.append({**base, **_outcome(node, item, results)})
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
+def table(rows: list[dict[str, Any]], lock_lost: str = "") -> list[str]:
     header = ["NODE", "FROM -> TO", "RESULT", *(step.upper() for step in STEPS), "TOTAL", "EVICTED"]
     lines = [header]
     for row in rows:
@@ -56,8 +58,10 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             for line in lines]
     for row in rows:
         reason = row.get("reason") or ""
-        if reason and row["result"] in ("failed", "not started"):
+        if reason and (row["result"] in ("failed", "not started") or row.get("blocked")):
             text.append(reason if reason.startswith(f"{row['node']}:") else f"{row['node']}: {reason}")
+    if lock_lost:
+        text.append(f"LOCK LOST: {lock_lost}; this run stopped changing nodes (another run may hold the lock now)")
     return text
 
 

@@ -1,0 +1,29 @@
+# The fence of the steps that change a node during a rollout (one source: module_utils.option_specs.ROLLOUT_LOCK_SPEC).
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  rollout_lock:
+    description:
+      - The rollout lock this step must still hold, as M(nvidia_mig.rollout.mig_rollout_lock) returns it (its C(fence)).
+      - Right before each change to the node (and while it waits), the step checks the lock's state file, which the
+        lock's renewer updates on every renewal; this costs no API request. The step stops with C(lock_lost=true),
+        before writing, when the lock was taken over or released, when no renewal was confirmed within the Lease's
+        duration (less a margin) and the renewer cannot confirm one within a few seconds (a run frozen by a
+        suspended machine), or when the run's C(ansible-playbook) process is gone.
+      - Without it the step runs unfenced (outside a rollout).
+    type: dict
+    suboptions:
+      holder:
+        description: The run's holder identity.
+        type: str
+        required: true
+      namespace:
+        description: The namespace of the Lease.
+        type: str
+      state_file:
+        description: The run's lock state file.
+        type: path
+        required: true
+"""

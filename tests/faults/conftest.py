@@ -1,0 +1,318 @@
+"""Fixtures of the fault suite: the rollout playbook on a simulated cluster of its own, with faults injected
+from outside (a frozen or killed control host, a flaky API server, bad settings, bad credentials, pods that
+come back), and every outcome read from the API server (taints, labels, records, pods, the Lease).
+
+The cluster, its objects and the playbook runners are the integration suite's (tests/integration/conftest.py,
+loaded here under its own name); what only faults need (a flaky TCP proxy in front of the API server, process
+control, a log of node changes) is below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_INTEGRATION = Path(__file__).resolve().parents[1] / "integration" / "conftest.py"
+_spec = importlib.util.spec_from_file_location("integration_conftest", _INTEGRATION)
+assert _spec is not None and _spec.loader is not None
+integration = importlib.util.module_from_spec(_spec)
+sys.modules["integration_conftest"] = integration
+_spec.loader.exec_module(integration)
+
+Cluster = integration.Cluster
+REPO = integration.REPO
+ansible_env = integration.ansible_env
+run_rollout = integration.run_rollout
+start_rollout = integration.start_rollout
+latest_report = integration.latest_report
+
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/gpu-operator/leases/mig-rollout"
+RECORD = "mig-rollout.nvidia-mig-rollout.io/record"
+CONFIG = "nvidia.com/mig.config"
+STATE = "nvidia.com/mig.config.state"
+MAINTENANCE = {"key": "mig", "value": "maintenance", "effect": "NoSchedule"}
+OPERANDS = ("nvidia-device-plugin-daemonset", "gpu-feature-discovery", "nvidia-mig-manager")
+
+
+def _tolerate_maintenance(cluster: Cluster) -> None:
+    """As the gpu_operator role does: the operands tolerate the rollout's mig taint (the ClusterPolicy's
+    daemonsets.tolerations, which the operator puts on every operand DaemonSet)."""
+    policy = cluster.policy()
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                   {"key": "mig", "operator": "Exists"}]
+    cluster.api.patch(f"/apis/nvidia.com/v1/clusterpolicies/{policy['metadata']['name']}",
+                      {"spec": {"daemonsets": {"tolerations": tolerations}}})
+    namespace = (policy.get("status") or {}).get("namespace") or "gpu-operator"
+
+    def rolled_out() -> bool:
+        found = {ds["metadata"]["name"]: ds for ds in cluster.api.list(
+            f"/apis/apps/v1/namespaces/{namespace}/daemonsets")[0]}
+        for name in OPERANDS:
+            ds = found.get(name)
+            if ds is None or {"key": "mig", "operator": "Exists"} not in (
+                    ds["spec"]["template"]["spec"].get("tolerations") or []):
+                return False
+            status = ds.get("status") or {}
+            if status.get("observedGeneration", 0) < ds["metadata"]["generation"] or \
+                    status.get("numberReady", 0) != status.get("desiredNumberScheduled", -1) or \
+                    status.get("updatedNumberScheduled", 0) != status.get("desiredNumberScheduled", -1):
+                return False
+        return True
+    cluster.wait(rolled_out, timeout=180, what="operand DaemonSets tolerating the mig taint, rolled out")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # FAULTS_SIMCLUSTER_DIR: a cluster already up with tests/fleets/faults.yaml (simcluster --state-dir DIR up
+    # --fleet tests/fleets/faults.yaml), kept between runs while working on a test.
+    reuse = os.environ.get("FAULTS_SIMCLUSTER_DIR")
+    sim = Cluster(Path(reuse)) if reuse else integration.start_cluster(
+        tmp_path_factory.mktemp("simcluster") / "faults", integration.FLEETS / "faults.yaml")
+    try:
+        _tolerate_maintenance(sim)
+        yield sim
+    finally:
+        if not reuse:
+            integration.stop_cluster(sim)
+
+
+class Runs:
+    """The rollouts a test started in the background; whatever is left of them is killed after the test."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.started: list[Any] = []
+
+    def start(self, report_dir: Path, *extra: str, limit: str | None = None, env: dict[str, str] | None = None):
+        process = start_rollout(self.cluster, report_dir, *extra, limit=limit, env=env)
+        self.started.append(process)
+        return process
+
+    def cleanup(self) -> None:
+        for process in self.started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGCONT)
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                process.wait(5)
+        for pid in renewer_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def runs(cluster: Cluster) -> Iterator[Runs]:
+    tracker = Runs(cluster)
+    yield tracker
+    tracker.cleanup()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace of the test's own, deleted (with its workloads) after it."""
+    name = cluster.namespace()
+    yield name
+    with contextlib.suppress(Exception):
+        cluster.api.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture(autouse=True)
+def no_lock_left(cluster: Cluster) -> Iterator[None]:
+    """Each test starts without a rollout lock, and leaves none behind (a killed run's Lease would make the next
+    test wait for it to expire)."""
+    yield
+    with contextlib.suppress(Exception):
+        cluster.api.delete(LEASE)
+
+
+# -- reading the API server -----------------------------------------------------------------------------------
+
+def lease(cluster: Cluster) -> dict[str, Any] | None:
+    return cluster.api.get_or_none(LEASE)
+
+
+def record(cluster: Cluster, node: str) -> dict[str, Any] | None:
+    raw = (cluster.node(node)["metadata"].get("annotations") or {}).get(RECORD)
+    return json.loads(raw) if raw else None
+
+
+def taints(cluster: Cluster, node: str) -> list[dict[str, Any]]:
+    return cluster.node(node)["spec"].get("taints") or []
+
+
+def pods_by_uid(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["uid"]: p for p in cluster.pods(namespace)}
+
+
+def nodes_of(cluster: Cluster, pool: str) -> list[str]:
+    listed, _ = cluster.api.list("/api/v1/nodes", label_selector=f"simcluster.dev/pool={pool}")
+    return sorted(n["metadata"]["name"] for n in listed)
+
+
+def settled(cluster: Cluster, node: str, config: str) -> bool:
+    found = cluster.node(node)
+    labels = found["metadata"].get("labels") or {}
+    return (labels.get(CONFIG) == config and labels.get(STATE) == "success" and not found["spec"].get("taints")
+            and not found["spec"].get("unschedulable") and RECORD not in (found["metadata"].get("annotations") or {}))
+
+
+def inject_fault(cluster: Cluster, node: str, fault: str, value: str | None = "true") -> None:
+    """A simcluster fault, as a node annotation (docs/simcluster.md)."""
+    cluster.annotate(node, {f"simcluster.dev/fault-{fault}": value})
+
+
+@contextlib.contextmanager
+def node_changes(cluster: Cluster, *names: str) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """Every change of what a rollout writes on these nodes (taints, cordon, the MIG config label, the rollout
+    record) while the block runs, in order, by node."""
+    changes: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    with contextlib.ExitStack() as stack:
+        watches = {name: stack.enter_context(cluster.watch_node(name)) for name in names}
+        started = {name: len(watch.events) for name, watch in watches.items()}
+        yield changes
+        time.sleep(0.5)
+    for name, watch in watches.items():
+        previous = None
+        for _, node in watch.events[max(0, started[name] - 1):]:
+            view = {"taints": node["spec"].get("taints") or [], "unschedulable": bool(node["spec"].get("unschedulable")),
+                    "config": (node["metadata"].get("labels") or {}).get(CONFIG),
+                    "record": (node["metadata"].get("annotations") or {}).get(RECORD)}
+            if previous is not None and view != previous:
+                changes[name].append(view)
+            previous = view
+
+
+# -- processes --------------------------------------------------------------------------------------------------
+
+def renewer_pids(holder: str = "") -> list[int]:
+    """The lock renewer processes (of one run's holder identity, or all)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "migrollout.rollout.lock" in cmdline and f"--holder {holder}" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_exit(process: Any, timeout: float) -> int:
+    try:
+        return process.wait(timeout)
+    except Exception as exc:  # subprocess.TimeoutExpired
+        raise AssertionError(f"the run (pid {process.pid}) did not end within {timeout} s") from exc
+
+
+# -- a flaky API server -------------------------------------------------------------------------------------------
+
+class FlakyProxy:
+    """A TCP proxy in front of the API server that can refuse connections for a while, as an API server
+    restarting does: the listening socket closes (connections are refused) and open connections are cut."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._open()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.2)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            listener = self._listener
+            if listener is None:
+                time.sleep(0.05)
+                continue
+            try:
+                client, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        sockets = [client, upstream]
+        try:
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 1.0)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is client else client).sendall(data)
+        except OSError:
+            return
+        finally:
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def down(self) -> None:
+        """Refuse connections and cut the open ones."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def up(self) -> None:
+        self._open()
+
+    def close(self) -> None:
+        self._closed = True
+        self.down()
+
+    def kubeconfig(self, source: str, path: Path) -> str:
+        """A copy of the kubeconfig ``source`` that goes through this proxy."""
+        text = Path(source).read_text()
+        server = next(line.split("server:", 1)[1].strip() for line in text.splitlines() if "server:" in line)
+        path.write_text(text.replace(server, f"https://127.0.0.1:{self.port}"))
+        return str(path)
+
+
+@pytest.fixture
+def flaky_proxy(cluster: Cluster) -> Iterator[FlakyProxy]:
+    host = cluster.api.host.split("://", 1)[1]
+    address, port = host.rsplit(":", 1)
+    proxy = FlakyProxy(address, int(port))
+    yield proxy
+    proxy.close()
