@@ -1,7 +1,9 @@
 """``simcluster``: a local GPU cluster whose Kubernetes parts are real.
 
     simcluster up [--fleet FILE] [--nodes N] [--port PORT] [--without-operator]
+                  [--real-operator | --simulated-operator] [--without-nfd]
     simcluster env | status | down | build | bin-dir | models
+    simcluster logs NAMESPACE/POD [-c CONTAINER] [--previous]
     simcluster path bin-dir|chart|operator|mig-parted|mig-oracle|assets|manifests
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from migrollout import catalogue, clusterpolicy, labels, nodes
 from migrollout.kube import Connection, KubeClient, KubeError
 from migrollout.processes import pid_alive
-from simcluster import binaries, upstream
+from simcluster import binaries, operator_install, upstream
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
     ClusterError,
@@ -27,8 +29,13 @@ from simcluster.controlplane import (
     free_port,
     port_in_use,
 )
+from simcluster.sim import containers, netns
+from simcluster.sim.simulator import REAL, SIMULATED
 
 DEFAULT_PORT = 6443
+# Who runs the GPU Operator's controller when `up` is not told (nor $SIMCLUSTER_OPERATOR): NVIDIA's own.
+# The simulated controller is for scale runs that opt in (--simulated-operator).
+DEFAULT_OPERATOR = REAL
 
 
 def state_dir(explicit: str | None = None) -> Path:
@@ -107,11 +114,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     elif port_in_use(port):
         raise ClusterError(f"port {port} is in use on 127.0.0.1 (another cluster? run 'simcluster down' "
                            f"or choose one with --port)")
+    operator = _operator_mode(args)
+    nvidia = _real_operator_prerequisites() if operator == REAL else None
     built = binaries.build()
     directory.mkdir(parents=True, exist_ok=True)
     state = ClusterState(str(directory), port, free_port(), free_port(), free_port(), free_port(),
                          str(built.directory), fleet=fleet.source, with_operator=not args.without_operator,
-                         started_at=time.time())
+                         started_at=time.time(), operator=operator)
     state.save()
     control_plane = ControlPlane(state, built)
     try:
@@ -123,20 +132,66 @@ def cmd_up(args: argparse.Namespace) -> int:
             command.append(f"--fleet={Path(args.fleet).resolve()}")
         if args.nodes:
             command.append(f"--nodes={args.nodes}")
-        if not args.without_operator:
+        command += [f"--operator={operator}", f"--state-dir={directory}"]
+        if not args.without_operator and operator == SIMULATED:
             command.append("--install-operator")
         control_plane._spawn("simulator", command)
+        installed_at = None
+        if not args.without_operator and nvidia is not None:
+            # As an admin installs it: on a cluster whose nodes are all up.
+            _wait_settled(state, fleet, False, control_plane, args.timeout)
+            installed_at = time.time()
+            _install_real_operator(state, built, nvidia.chart, fleet, nfd=not args.without_nfd)
         _wait_settled(state, fleet, not args.without_operator, control_plane, args.timeout)
     except BaseException:
         control_plane.stop()
         raise
     gpu_nodes = sum(1 for node in fleet.nodes() if node.gpu)
-    operator = "GPU Operator simulated (ClusterPolicy ready, strategy mixed)" if state.with_operator \
-        else "no GPU Operator (install it with playbooks/nvidia-gpu-operator.yml)"
+    operator_text = _operator_summary(state, args, installed_at)
     print(f"simcluster: up in {time.monotonic() - started:.1f} s at {state.server}: "
-          f"{len(fleet.nodes())} nodes ({gpu_nodes} with GPUs); {operator}")
+          f"{len(fleet.nodes())} nodes ({gpu_nodes} with GPUs); {operator_text}")
     print(f"export KUBECONFIG={state.kubeconfig}")
     return 0
+
+
+def _operator_mode(args: argparse.Namespace) -> str:
+    if args.real_operator:
+        return REAL
+    if args.simulated_operator:
+        return SIMULATED
+    chosen = os.environ.get("SIMCLUSTER_OPERATOR", DEFAULT_OPERATOR)
+    if chosen not in (REAL, SIMULATED):
+        raise ClusterError(f"SIMCLUSTER_OPERATOR={chosen}: say {REAL} or {SIMULATED}")
+    return chosen
+
+
+def _real_operator_prerequisites() -> upstream.Upstream:
+    """Fail before anything starts when NVIDIA's operator cannot run here; build it when missing."""
+    problem = netns.preflight()
+    if problem:
+        raise ClusterError(f"{problem}; run simcluster as root, or use --simulated-operator")
+    return upstream.build()
+
+
+def _install_real_operator(state: ClusterState, built: binaries.Binaries, chart: Path, fleet: fleet_file.Fleet,
+                           nfd: bool) -> None:
+    try:
+        operator_install.helm_install(built.path("helm"), state.kubeconfig, chart,
+                                      fleet.simulation.operator_namespace, nfd=nfd)
+    except operator_install.InstallError as exc:
+        raise ClusterError(str(exc)) from None
+
+
+def _operator_summary(state: ClusterState, args: argparse.Namespace, installed_at: float | None) -> str:
+    if not state.with_operator:
+        return "no GPU Operator (install it with playbooks/nvidia-gpu-operator.yml)"
+    if state.operator == SIMULATED:
+        return "GPU Operator simulated (ClusterPolicy ready, strategy mixed)"
+    ready = operator_install.ready_since(_client(state))
+    took = f", ClusterPolicy ready {ready - installed_at:.0f} s after helm install" \
+        if ready is not None and installed_at is not None else ""
+    return (f"NVIDIA's GPU Operator {upstream.OPERATOR_VERSION} installed from its chart "
+            f"(strategy {operator_install.STRATEGY}{', no NFD' if args.without_nfd else ''}{took})")
 
 
 def _wait_settled(state: ClusterState, fleet: fleet_file.Fleet, with_operator: bool, control_plane: ControlPlane,
@@ -158,6 +213,36 @@ def _wait_settled(state: ClusterState, fleet: fleet_file.Fleet, with_operator: b
         time.sleep(interval)
     raise ClusterError(f"the cluster did not settle within {timeout:.0f} s: {lacking} "
                        f"(logs in {Path(state.directory) / 'logs'})")
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """A container's output, kept by the simulated kubelet for every pod that runs for real."""
+    directory = state_dir(args.state_dir)
+    state = ClusterState.load(directory)
+    if state is None:
+        raise ClusterError(f"no cluster in {directory}; start one with 'simcluster up'")
+    namespace, _, name = args.pod.rpartition("/")
+    namespace = namespace or "default"
+    pod = None
+    if _api_ready(state):
+        pod = _client(state).get_or_none(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    uid = pod["metadata"]["uid"] if pod else None
+    files = containers.log_files(directory / "kubelet", namespace, name, uid)
+    if not files:
+        if pod is not None:
+            raise ClusterError(f"pod {namespace}/{name} is simulated: it runs no process and has no logs")
+        raise ClusterError(f"no pod {namespace}/{name} (and no logs of one)")
+    if args.container is None and len(files) > 1:
+        raise ClusterError(f"pod {namespace}/{name} has containers {', '.join(files)}: choose one with -c")
+    container = args.container or next(iter(files))
+    runs = files.get(container)
+    if runs is None:
+        raise ClusterError(f"pod {namespace}/{name} has no container {container} that ran "
+                           f"(containers: {', '.join(files)})")
+    if args.previous and len(runs) < 2:
+        raise ClusterError(f'previous terminated container "{container}" in pod "{name}" not found')
+    sys.stdout.write(runs[-2 if args.previous else -1].read_text(errors="replace"))
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -211,6 +296,7 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"MIG strategy {clusterpolicy.strategy(policy)}")
     else:
         print("ClusterPolicy: none (GPU Operator not installed)")
+    print(f"GPU Operator controller: {'NVIDIA' if state.operator == REAL else 'simulated'}")
     print(f"kubeconfig: {state.kubeconfig}")
     return 0
 
@@ -268,7 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, help="scale the fleet to this many nodes in all")
     up.add_argument("--port", type=int, help=f"API server port (default {DEFAULT_PORT}; 0 picks a free one)")
     up.add_argument("--without-operator", action="store_true",
-                    help="do not simulate an installed GPU Operator (no ClusterPolicy)")
+                    help="do not install the GPU Operator (no ClusterPolicy)")
+    who = up.add_mutually_exclusive_group()
+    who.add_argument("--real-operator", action="store_true",
+                     help="NVIDIA's GPU Operator: its chart installed with helm, its controller run for real"
+                          + (" (the default)" if DEFAULT_OPERATOR == REAL else ""))
+    who.add_argument("--simulated-operator", action="store_true",
+                     help="the simulated operator controller (for scale runs; every pod simulated)"
+                          + (" (the default)" if DEFAULT_OPERATOR == SIMULATED else ""))
+    up.add_argument("--without-nfd", action="store_true",
+                    help="install the real operator's chart without node-feature-discovery (scale runs)")
     up.add_argument("--timeout", type=float, default=600, help="seconds to wait for the cluster to settle")
     up.set_defaults(func=cmd_up)
     for name, func, text in (("down", cmd_down, "stop every process and remove the state"),
@@ -278,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
                              ("bin-dir", cmd_bin_dir, "print the directory of kubectl and helm"),
                              ("models", cmd_models, "list the GPU models of the catalogue")):
         commands.add_parser(name, help=text).set_defaults(func=func)
+    logs = commands.add_parser("logs", help="print the output of a container that runs for real")
+    logs.add_argument("pod", help="NAMESPACE/POD")
+    logs.add_argument("-c", "--container", help="the container (needed when the pod has several)")
+    logs.add_argument("-p", "--previous", action="store_true", help="the run before the current one")
+    logs.set_defaults(func=cmd_logs)
     path = commands.add_parser("path", help="print where a built component is (bin-dir, chart, operator, ...)")
     path.add_argument("name", choices=sorted(PATHS))
     path.set_defaults(func=cmd_path)

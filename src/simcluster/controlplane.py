@@ -67,6 +67,7 @@ class ClusterState:
     fleet: str = ""
     with_operator: bool = True
     started_at: float = 0.0
+    operator: str = "simulated"  # who runs the GPU Operator's controller: "real" (NVIDIA's) or "simulated"
 
     @property
     def path(self) -> Path:

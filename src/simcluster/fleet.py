@@ -71,6 +71,9 @@ class Simulation:
     device_plugin_delay_s: float = 0.2
     pod_start_s: float = 0.0
     pod_stop_s: float = 0.0
+    # Containers that run for real restart with the kubelet's crash-loop back-off: 10 s doubling to 5 min.
+    restart_backoff_s: float = 10.0
+    restart_backoff_max_s: float = 300.0
     operator_namespace: str = "gpu-operator"
 
 

@@ -93,3 +93,42 @@ def test_binaries_come_from_the_cache(tmp_path):
     assert "building" not in result.stderr
 
 
+
+
+def test_the_real_operator_needs_root_and_says_so_before_starting_anything(tmp_path, monkeypatch, capsys):
+    from simcluster import cli
+    from simcluster.sim import netns
+
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert cli.main(["--state-dir", str(tmp_path / "c"), "up", "--real-operator"]) == 1
+    message = capsys.readouterr().err.strip()
+    assert message == ("simcluster: running the GPU Operator's containers needs root (network, mount and PID "
+                       "namespaces); run simcluster as root, or use --simulated-operator")
+    assert not (tmp_path / "c" / "state.json").exists()
+
+
+def test_a_refused_namespace_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from simcluster import cli
+    from simcluster.sim import netns
+
+    def refused(addresses):
+        raise netns.NamespaceError("unshare(CLONE_NEWNET) failed: Operation not permitted")
+
+    monkeypatch.setattr(netns.PodNetwork, "create", staticmethod(refused))
+    assert cli.main(["--state-dir", str(tmp_path / "c"), "up", "--real-operator"]) == 1
+    assert "cannot create a pod network namespace: unshare(CLONE_NEWNET) failed: Operation not permitted" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "c" / "state.json").exists()
+
+
+def test_logs_of_a_simulated_or_missing_pod(bare):
+    namespace = bare.namespace()
+    bare.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": namespace},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}})
+    bare.wait(lambda: bare.api.get(f"/api/v1/namespaces/{namespace}/pods/web")["status"].get("phase") == "Running",
+              what="simulated pod running")
+    simulated = simcluster(bare.state_dir, "logs", f"{namespace}/web")
+    assert simulated.returncode == 1
+    assert simulated.stderr.strip() == f"simcluster: pod {namespace}/web is simulated: it runs no process and has no logs"
+    missing = simcluster(bare.state_dir, "logs", f"{namespace}/nothing")
+    assert missing.returncode == 1 and f"no pod {namespace}/nothing" in missing.stderr

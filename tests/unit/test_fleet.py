@@ -64,3 +64,14 @@ def test_faults_merge_pool_and_node(tmp_path):
     first, second = fleet.load(path).nodes()
     assert first.faults.apply_delay_s == 2 and not first.faults.apply_fails
     assert second.faults.apply_delay_s == 2 and second.faults.apply_fails
+
+
+def test_restart_back_off_defaults_to_the_kubelets_and_can_be_scaled_down(tmp_path):
+    assert (fleet.load().simulation.restart_backoff_s, fleet.load().simulation.restart_backoff_max_s) == (10, 300)
+    path = write(tmp_path, "simulation: {restart_backoff_s: 1, restart_backoff_max_s: 8}\n"
+                           "pools:\n  - name: a\n    count: 1\n")
+    loaded = fleet.load(path).simulation
+    assert (loaded.restart_backoff_s, loaded.restart_backoff_max_s) == (1, 8)
+    bad = write(tmp_path, "simulation: {restart_backoff_s: fast}\npools:\n  - name: a\n    count: 1\n")
+    with pytest.raises(FleetError, match=r"simulation\.restart_backoff_s: must be a number"):
+        fleet.load(bad)

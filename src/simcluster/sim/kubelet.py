@@ -2,13 +2,16 @@
 
 Modelled on kwok's stages: pods bound to a node go Pending -> Running/Ready,
 pods with a deletion timestamp are removed, Job pods complete, and a rebooting
-node reports NotReady until it is back.
+node reports NotReady until it is back. Pods whose images simcluster can run
+(``images``) are not simulated: the container runtime (``containers``) runs them
+and the kubelet reports what their processes do.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +20,7 @@ from migrollout.kube import KubeError
 from migrollout.timestamps import micro_time_text, time_text
 from simcluster.binaries import KUBERNETES_VERSION
 from simcluster.fleet import NodeSpec
-from simcluster.sim import hardware
+from simcluster.sim import hardware, node_os
 from simcluster.sim.hardware import NodeFaults
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ def node_manifest(spec: NodeSpec, index: int, initial_layouts: str | None) -> di
         "kubernetes.io/arch": "amd64",
         "node.kubernetes.io/instance-type": f"sim-{spec.pool}",
         "simcluster.dev/pool": spec.pool,
+        **node_os.nfd_labels(),
         **spec.labels,
     }
     annotations = {hardware.SIMULATED: "true", **NodeFaults.annotations(spec.faults)}
@@ -72,9 +76,7 @@ def node_manifest(spec: NodeSpec, index: int, initial_layouts: str | None) -> di
             "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": spec.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
-                "kubeletVersion": f"v{KUBERNETES_VERSION}", "kubeProxyVersion": "",
-                "containerRuntimeVersion": "simcluster://1.0", "osImage": "Simulated Linux",
-                "kernelVersion": "6.1.0-sim", "operatingSystem": "linux", "architecture": "amd64",
+                "kubeletVersion": f"v{KUBERNETES_VERSION}", "kubeProxyVersion": "", **node_os.node_info(),
                 "machineID": f"{index:032x}", "systemUUID": f"{index:032x}", "bootID": f"{index:032x}",
             },
         },
@@ -106,7 +108,10 @@ class Kubelet:
         self.reboot_until: dict[str, float] = {}
         self.started_at: dict[str, float] = {}  # pod uid -> monotonic time it became Running
         self.ready_at: dict[str, float] = {}    # pod uid -> monotonic time it became Ready
+        self.pod_ips: dict[str, str] = {}       # pod uid -> IP, for pods that run for real
+        self.reported: dict[str, dict[str, Any]] = {}  # pod uid -> status last written, for pods that run for real
         self._ip_counter = 0
+        self._ip_lock = threading.Lock()
 
     # -- registration and heartbeats -------------------------------------------------------------------------
 
@@ -143,6 +148,8 @@ class Kubelet:
 
     def reboot(self, name: str, seconds: float) -> None:
         self.reboot_until[name] = time.monotonic() + seconds
+        if self.sim.runtime is not None:
+            self.sim.runtime.stop_node(name)  # a reboot kills every process on the node
         self.sim.queue.add(name)
         self.sim.queue.add_after(name, seconds + 0.05)
 
@@ -175,6 +182,9 @@ class Kubelet:
         self.sim.patch_node_status(view.name, {"status": {"conditions": [ready]}})
 
     def _pod(self, view: NodeView, pod: dict[str, Any]) -> None:
+        if self.sim.runtime is not None and self.sim.runtime.runnable(pod):
+            self._real_pod(view, pod)
+            return
         meta, status = pod["metadata"], pod.get("status", {})
         uid = meta["uid"]
         phase = status.get("phase", "Pending")
@@ -207,14 +217,43 @@ class Kubelet:
             self._complete(pod)
 
     def _next_ip(self) -> str:
-        self._ip_counter += 1
-        return str(ipaddress.ip_address("10.244.0.0") + self._ip_counter)
+        with self._ip_lock:
+            self._ip_counter += 1
+            return str(ipaddress.ip_address("10.244.0.0") + self._ip_counter)
+
+    @staticmethod
+    def _node_ip(view: NodeView) -> str:
+        return next((a["address"] for a in view.node.get("status", {}).get("addresses", [])
+                     if a.get("type") == "InternalIP"), "10.200.0.1")
+
+    def _real_pod(self, view: NodeView, pod: dict[str, Any]) -> None:
+        """A pod whose processes run: start, restart and stop them, and report what they do."""
+        runtime = self.sim.runtime
+        assert runtime is not None
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        if meta.get("deletionTimestamp"):
+            if runtime.stop(pod, float(meta.get("deletionGracePeriodSeconds") or 0)):
+                self.sim.delete_pod(pod)
+            else:
+                self.sim.queue.add_after(view.name, 0.5)
+            return
+        if runtime.sandbox(uid) is None and pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return  # finished before this kubelet knew it
+        node_ip = self._node_ip(view)
+        if uid not in self.pod_ips:
+            self.pod_ips[uid] = node_ip if pod.get("spec", {}).get("hostNetwork") else self._next_ip()
+        pod_ip = self.pod_ips[uid]
+        status, wake = runtime.sync(pod, pod_ip, node_ip)
+        if self.reported.get(uid) != status and self.sim.patch_pod_status(pod, {"status": status}):
+            self.reported[uid] = status
+        if wake is not None:
+            self.sim.queue.add_after(view.name, wake)
 
     def _start(self, view: NodeView, pod: dict[str, Any]) -> None:
         now = time_text()
         spec = pod.get("spec", {})
-        node_ip = next((a["address"] for a in view.node.get("status", {}).get("addresses", [])
-                        if a.get("type") == "InternalIP"), "10.200.0.1")
+        node_ip = self._node_ip(view)
         pod_ip = node_ip if spec.get("hostNetwork") else self._next_ip()
         containers = [
             {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True, "restartCount": 0,
@@ -255,3 +294,7 @@ class Kubelet:
         for key in (uid, "pending-" + uid, "deleting-" + uid):
             self.started_at.pop(key, None)
         self.ready_at.pop(uid, None)
+        self.pod_ips.pop(uid, None)
+        self.reported.pop(uid, None)
+        if self.sim.runtime is not None:
+            self.sim.runtime.forget(uid)

@@ -11,6 +11,10 @@ It follows the label protocol of mig-parted v0.15 (``pkg/mig/reconfigure``):
   ``rebooting``), apply the layout, restore the operand labels, ``success``;
 * an apply error -> ``failed``; a GPU in use by a pod makes the GPU reset fail;
 * the pod-wait bug of v0.15.0 (fault ``stuck_pending``) leaves ``pending`` and paused labels.
+
+It acts only where a MIG manager pod runs (the operator's DaemonSet, found by its app label) and
+reads its settings where the real one does: ``WITH_REBOOT`` from the pod's environment, the config
+file as ``mig_configs`` finds it for the manager's version.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from typing import TYPE_CHECKING
 
 from migrollout import labels
 from migrollout.evacuation.selection import requests_gpu
-from migrollout.migconfig import GpuLayout, apply_layouts, layout_problems, resolve
+from migrollout.migconfig import GpuLayout
 from simcluster.sim import hardware
 from simcluster.sim.hardware import NodeFaults
+from simcluster.sim.mig_configs import MigConfigs, MigManagerPod, apply_problems, resolve_config
 
 if TYPE_CHECKING:
     from simcluster.sim.simulator import NodeView, Simulator
@@ -63,6 +68,7 @@ class MigManagerSim:
         self.observed: dict[str, str] = {}  # node -> label value last seen
         self.wanted: dict[str, str] = {}    # node -> value a change asked for, not yet run
         self.mode_after_reboot: dict[str, list[bool]] = {}
+        self.configs = MigConfigs(sim)
 
     # -- triggering ------------------------------------------------------------------------------------------
 
@@ -73,6 +79,7 @@ class MigManagerSim:
             # No MIG manager process on the node: a run in flight dies with it.
             for table in (self.runs, self.process, self.wanted):
                 table.pop(name, None)
+            self.configs.forget(name)
             return
         identity = f"{pod['metadata']['uid']}/{self.sim.boot_epoch.get(name, 0)}"
         label = view.labels.get(labels.MIG_CONFIG, "")
@@ -122,12 +129,15 @@ class MigManagerSim:
         model = hardware.gpu_model(view.node)
         assert model is not None
         current = hardware.layouts(view.node)
-        mig_config, error = self.sim.load_mig_config(view)
-        if mig_config is None or config not in mig_config:
-            self._finish(view, Run(config, current, False), "failed",
-                         error or f"selected mig-config {config} not present")
+        loaded = self.configs.load(view, MigManagerPod.of(pod), model)
+        if loaded.config is None:
+            self._finish(view, Run(config, current, False), "failed", loaded.error)
             return
-        desired = apply_layouts(current, resolve(mig_config, config, model, len(current)))
+        resolution = resolve_config(loaded.config, config, model, current)
+        if resolution.desired is None:
+            self._finish(view, Run(config, current, False), "failed", resolution.error)
+            return
+        desired = resolution.desired
         if [d.normalized() for d in desired] == [c.normalized() for c in current]:
             self._finish(view, Run(config, desired, False), "success", "already applied")
             return
@@ -185,7 +195,7 @@ class MigManagerSim:
         if run.mode_change:
             busy = self._gpu_in_use(view)
             if busy or faults.reboot_required:
-                if pod_env(pod, "WITH_REBOOT") == "true":
+                if MigManagerPod.of(pod).with_reboot:
                     self.sim.patch_node_labels(name, {labels.MIG_CONFIG_STATE: "rebooting"})
                     self.mode_after_reboot[name] = [layout.mig_enabled for layout in run.desired]
                     log.info("node %s: MIG mode change needs a reboot; rebooting", name)
@@ -214,7 +224,7 @@ class MigManagerSim:
         if faults.apply_fails:
             self._finish(view, run, "failed", "nvidia-mig-parted apply failed (injected fault)")
             return
-        problems = sorted({problem for layout in run.desired for problem in layout_problems(layout, model)})
+        problems = apply_problems(run.desired, model)
         if problems:
             self._finish(view, run, "failed", "nvidia-mig-parted apply failed: " + "; ".join(problems))
             return

@@ -76,12 +76,17 @@ def daemonset_manifest(policy: dict[str, Any], operand: Operand, namespace: str)
     env = [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
     if operand.publishes_strategy:
         env.append({"name": "MIG_STRATEGY", "value": clusterpolicy.strategy(policy)})
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
     if operand.spec_key == "migManager":
-        config_name = clusterpolicy.custom_config_name(policy)
-        env.append({"name": "CONFIG_FILE", "value": "/mig-parted-config/config.yaml" if config_name else ""})
-        env.append({"name": "DEFAULT_CONFIG_FILE", "value": "/mig-parted-default-config/config.yaml"})
+        # As the pinned operator's assets/state-mig-manager DaemonSet: the config file always named, from
+        # the ConfigMap the ClusterPolicy names, else the operator's default one.
+        config_name = clusterpolicy.custom_config_name(policy) or DEFAULT_CONFIGMAP_NAME
+        env.append({"name": "CONFIG_FILE", "value": "/mig-parted-config/config.yaml"})
         for name, value in clusterpolicy.mig_manager_env(policy).items():
             env.append({"name": name, "value": value})
+        volumes.append({"name": "mig-parted-config", "configMap": {"name": config_name}})
+        mounts.append({"name": "mig-parted-config", "mountPath": "/mig-parted-config"})
     for item in _spec(policy, operand.spec_key, "env", default=[]) if operand.spec_key != "migManager" else []:
         env.append({"name": item.get("name", ""), "value": str(item.get("value", ""))})
     update = {"type": _spec(policy, "daemonsets", "updateStrategy", default="RollingUpdate")}
@@ -113,7 +118,9 @@ def daemonset_manifest(policy: dict[str, Any], operand: Operand, namespace: str)
                     "priorityClassName": _spec(policy, "daemonsets", "priorityClassName",
                                                default="system-node-critical"),
                     "terminationGracePeriodSeconds": 5,
-                    "containers": [{"name": operand.app, "image": _image(policy, operand), "env": env}],
+                    "containers": [{"name": operand.app, "image": _image(policy, operand), "env": env,
+                                    "volumeMounts": mounts}],
+                    "volumes": volumes,
                 },
             },
         },
@@ -144,8 +151,7 @@ class OperatorSim:
         self.applied: dict[str, tuple[str, int]] = {}  # DaemonSet name -> (policy uid, generation) applied
 
     def policy(self) -> dict[str, Any] | None:
-        policies = self.sim.policies.items()
-        return sorted(policies, key=lambda p: p["metadata"]["creationTimestamp"])[0] if policies else None
+        return self.sim.policy()
 
     # -- cluster-wide ----------------------------------------------------------------------------------------
 

@@ -4,6 +4,11 @@ One process, watch-driven: informers feed caches; every change enqueues the
 node it concerns; a pool of workers reconciles a node by running the
 components in order (kubelet, operator labelling, MIG manager, device plugin,
 feature discovery), each a small stage that writes only what differs.
+
+The GPU Operator's controller is either NVIDIA's real one (``operator="real"``:
+installed by its Helm chart, its pod run by the kubelet's container runtime; it
+labels nodes and creates the operand DaemonSets itself) or, for scale runs, the
+simulated one (``operator="simulated"``: ``sim/operator.py``, every pod simulated).
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ import yaml
 
 from migrollout import clusterpolicy, kube
 from migrollout.kube import KubeClient, KubeError
-from migrollout.migconfig import GpuLayout, MigPartedConfig
-from migrollout.migsetup import SetupError, read_config_map
+from migrollout.migconfig import GpuLayout
 from simcluster.fleet import Fleet
 from simcluster.sim import hardware
+from simcluster.sim.containers import ContainerRuntime
 from simcluster.sim.kubelet import Kubelet
 from simcluster.sim.mig_manager import MigManagerSim
 from simcluster.sim.operands import DevicePluginSim, FeatureDiscoverySim
@@ -35,6 +40,7 @@ log = logging.getLogger("simcluster")
 
 CRD_FILE = Path(__file__).resolve().parent.parent / "data" / "clusterpolicy-crd.yaml"
 POLICY_NAME = "cluster-policy"
+REAL, SIMULATED = "real", "simulated"  # who runs the GPU Operator's controller
 
 
 def default_policy(strategy: str = "mixed") -> dict[str, Any]:
@@ -81,9 +87,12 @@ class NodeView:
 class Simulator:
     OPERATOR_KEY = "\x00operator"
 
-    def __init__(self, api: KubeClient, fleet: Fleet, status_file: Path | None = None, workers: int = 8):
+    def __init__(self, api: KubeClient, fleet: Fleet, status_file: Path | None = None, workers: int = 8,
+                 operator: str = SIMULATED, runtime: ContainerRuntime | None = None):
         self.api = api
         self.fleet = fleet
+        self.simulated_operator = operator == SIMULATED
+        self.runtime = runtime
         self.status_file = status_file
         self.workers = workers
         self.queue = WorkQueue()
@@ -104,6 +113,9 @@ class Simulator:
         self.policies = Informer(api, clusterpolicy.path(), "clusterpolicies", self._on_policy)
         self.daemonsets = Informer(api, "/apis/apps/v1/daemonsets", "operand daemonsets", self._on_daemonset,
                                    label_selector=f"{MANAGED_BY}={OPERATOR_NAME}")
+        self.informers = [self.nodes, self.pods, self.policies]
+        if self.simulated_operator:
+            self.informers.append(self.daemonsets)
 
     # -- event routing -----------------------------------------------------------------------------------------
 
@@ -130,7 +142,8 @@ class Simulator:
             self.device_plugin.forget_pod(old["metadata"]["uid"])
 
     def _on_policy(self, old: dict | None, new: dict | None) -> None:
-        self.queue.add(self.OPERATOR_KEY)
+        if self.simulated_operator:
+            self.queue.add(self.OPERATOR_KEY)
         for node in self.nodes.items():
             self.queue.add(node["metadata"]["name"])
 
@@ -181,16 +194,13 @@ class Simulator:
 
     # -- services the components share ---------------------------------------------------------------------------
 
-    def operator_namespace(self) -> str:
-        return clusterpolicy.namespace(self.operator.policy(), self.fleet.simulation.operator_namespace)
+    def policy(self) -> dict[str, Any] | None:
+        """The ClusterPolicy in force: the oldest, as the operator takes it."""
+        policies = self.policies.items()
+        return sorted(policies, key=lambda p: p["metadata"]["creationTimestamp"])[0] if policies else None
 
-    def load_mig_config(self, view: NodeView) -> tuple[MigPartedConfig | None, str]:
-        """The config this node's MIG manager reads (the same lookup the toolkit uses), or why there is none."""
-        candidates = clusterpolicy.config_map_candidates(self.operator.policy(), view.name)
-        try:
-            return read_config_map(self.api, self.operator_namespace(), candidates)[1], ""
-        except SetupError as exc:
-            return None, str(exc)
+    def operator_namespace(self) -> str:
+        return clusterpolicy.namespace(self.policy(), self.fleet.simulation.operator_namespace)
 
     def ready_for(self, pod: dict[str, Any]) -> float:
         """Seconds since the (simulated) kubelet made this pod ready; long ago if before a restart."""
@@ -223,9 +233,11 @@ class Simulator:
         self.kubelet.reconcile(view)
         if self.kubelet.rebooting(key):
             return
-        wanted = self.operator.label_node(view)
-        if wanted:
-            self.patch_node_labels(key, wanted)
+        if self.simulated_operator:
+            # The real operator labels nodes itself.
+            wanted = self.operator.label_node(view)
+            if wanted:
+                self.patch_node_labels(key, wanted)
         view = NodeView(key, self.nodes.get(key) or node, pods, view.operator_namespace)
         self.mig_manager.reconcile(view)
         view = NodeView(key, self.nodes.get(key) or node, pods, view.operator_namespace)
@@ -295,12 +307,14 @@ class Simulator:
                                                     "nodes": len(self.fleet.nodes()), "time": time.time()}))
 
     def run(self, install_operator: bool) -> None:
-        for informer in (self.nodes, self.pods, self.policies, self.daemonsets):
+        """``install_operator``: create the simulated operator's ClusterPolicy (the real operator's chart is
+        installed with helm by ``simcluster up``)."""
+        for informer in self.informers:
             informer.start()
-        for informer in (self.nodes, self.pods, self.policies, self.daemonsets):
+        for informer in self.informers:
             informer.synced.wait(60)
         self.register_nodes()
-        if install_operator:
+        if install_operator and self.simulated_operator:
             self.install_operator()
         threads = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
                    for i in range(self.workers)]
@@ -310,10 +324,14 @@ class Simulator:
             thread.start()
         for node in self.nodes.items():
             self.queue.add(node["metadata"]["name"])
-        self.queue.add(self.OPERATOR_KEY)
-        log.info("simulating %d nodes", len(self.fleet.nodes()))
+        if self.simulated_operator:
+            self.queue.add(self.OPERATOR_KEY)
+        log.info("simulating %d nodes (GPU Operator controller: %s)", len(self.fleet.nodes()),
+                 "simulated" if self.simulated_operator else "NVIDIA's, run by the kubelets")
         self.stopped.wait()
         self.queue.shutdown()
+        if self.runtime is not None:
+            self.runtime.shutdown()
 
     def stop(self) -> None:
         self.stopped.set()
