@@ -131,6 +131,11 @@ def _problems(ctx: TaskContext, strategy: str | None) -> tuple[list[str], dict[s
     state = (policy.get("status") or {}).get("state", "")
     if state != "ready":
         found.append(f"ClusterPolicy {policy['metadata']['name']} state is {state or 'unset'}")
+    # The operator's own account of a failed reconcile (a call its RBAC denies, an invalid setting).
+    for condition in (policy.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Error" and condition.get("status") == "True":
+            found.append(f"the operator reports {condition.get('reason') or 'an error'}: "
+                         f"{' '.join(str(condition.get('message', '')).split())[:400]}")
     if strategy and clusterpolicy.strategy(policy) != strategy:
         found.append(f"ClusterPolicy asks for the {clusterpolicy.strategy(policy)} strategy, not {strategy}")
     namespace = clusterpolicy.namespace(policy)
@@ -146,7 +151,7 @@ def _problems(ctx: TaskContext, strategy: str | None) -> tuple[list[str], dict[s
         name = ds["metadata"]["name"]
         if strategy and name in STRATEGY_OPERANDS and _env(ds, "MIG_STRATEGY") != strategy:
             found.append(f"DaemonSet {namespace}/{name} still runs MIG_STRATEGY={_env(ds, 'MIG_STRATEGY')}")
-        why = _rollout(ds)
+        why = _rollout(ds) or clusterpolicy.operand_lag(policy, ds)
         if why:
             found.append(f"DaemonSet {namespace}/{name}: {why}")
     if found:

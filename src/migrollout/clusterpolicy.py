@@ -76,3 +76,49 @@ def is_ready(policy: Policy | None) -> bool:
 
 def path(name: str | None = None) -> str:
     return f"/apis/{GROUP_VERSION}/{PLURAL}" + (f"/{name}" if name else "")
+
+
+def _container_env(daemonset: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for container in _get(daemonset, "spec", "template", "spec", "containers", default=[]):
+        for item in container.get("env") or []:
+            if "value" in item:
+                found[item.get("name", "")] = str(item["value"])
+    return found
+
+
+def _volume_config_map(daemonset: dict[str, Any], volume: str) -> str | None:
+    for item in _get(daemonset, "spec", "template", "spec", "volumes", default=[]):
+        if item.get("name") == volume:
+            return (item.get("configMap") or {}).get("name")
+    return None
+
+
+# The MIG manager's volume that holds its mig-parted file (the operator's state-mig-manager DaemonSet).
+MIG_CONFIG_VOLUME = "mig-parted-config"
+
+
+def operand_lag(policy: Policy | None, daemonset: dict[str, Any]) -> str | None:
+    """Why an operand DaemonSet does not yet carry what this ClusterPolicy asks of it (None when it does).
+
+    The ClusterPolicy has no observedGeneration, and its ``state`` stays ``ready`` from the last reconcile
+    until the operator has looked at a new spec; so a wait right after an install or upgrade compares the
+    settings the toolkit changes with the DaemonSets the operator renders from them: the MIG strategy of the
+    device plugin and feature discovery, and the MIG manager's config ConfigMap and environment.
+    """
+    app = _get(daemonset, "spec", "template", "metadata", "labels", default={}).get("app", "")
+    env = _container_env(daemonset)
+    if app in ("nvidia-device-plugin-daemonset", "gpu-feature-discovery"):
+        wanted = str(_get(policy, "spec", "mig", "strategy", default="") or "")
+        running = env.get("MIG_STRATEGY", "")
+        if wanted and running != wanted:
+            return f"runs MIG_STRATEGY={running or '(unset)'}, the ClusterPolicy asks for {wanted}"
+    if app == "nvidia-mig-manager":
+        wanted_map = custom_config_name(policy) or DEFAULT_CONFIGMAP_NAME
+        mounted = _volume_config_map(daemonset, MIG_CONFIG_VOLUME)
+        if mounted is not None and mounted != wanted_map:
+            return f"reads MIG configs from ConfigMap {mounted}, the ClusterPolicy names {wanted_map}"
+        for name, value in mig_manager_env(policy).items():
+            if env.get(name) != value:
+                return f"runs {name}={env.get(name, '(unset)')}, the ClusterPolicy sets {value}"
+    return None

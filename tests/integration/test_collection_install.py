@@ -15,6 +15,7 @@ from conftest import REPO, start_cluster, stop_cluster
 
 from migrollout import kube
 from migrollout.inventory import group_name
+from simcluster import upstream
 
 BIN = Path(sys.executable).parent
 
@@ -31,8 +32,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("galaxy")
     run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(work / "dist"), str(REPO)])
     artifact = next((work / "dist").glob("nvidia_mig-rollout-*.tar.gz"))
-    # From outside the checkout, whose ansible.cfg would find the checkout itself "already installed".
-    run([str(BIN / "ansible-galaxy"), "collection", "install", str(artifact), "-p", str(work / "collections")],
+    # From outside the checkout (whose ansible.cfg finds the checkout itself "already installed"), and forced:
+    # ansible-lint keeps a copy in ~/.ansible/collections.
+    run([str(BIN / "ansible-galaxy"), "collection", "install", "--force", str(artifact), "-p",
+         str(work / "collections")],
         cwd=work)
     return work / "collections"
 
@@ -67,7 +70,7 @@ def test_installed_collection_runs_the_demo_rollout(installed: Path, tmp_path: P
         env = cluster.env(ANSIBLE_CONFIG=str(project / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                           PYTHONPATH=str(site), ANSIBLE_COLLECTIONS_PATH=str(installed))
         run([str(BIN / "ansible-playbook"), str(home / "playbooks" / "nvidia-gpu-operator.yml"),
-             "-e", f"gpu_operator_chart_path={REPO / 'tests' / 'charts' / 'gpu-operator'}"], cwd=project, env=env)
+             "-e", f"gpu_operator_chart_path={upstream.build().chart}"], cwd=project, env=env)
         rollout = run([str(BIN / "ansible-playbook"), str(home / "playbooks" / "mig-reconfigure.yml"),
                        "-e", f"mig_rollout_report_dir={tmp_path / 'reports'}", "-vv"], cwd=project, env=env)
         # Every task came from the installed copy (-vv prints each task's path), none from this checkout.

@@ -1,14 +1,19 @@
-"""playbooks/nvidia-gpu-operator.yml with the real helm against the simulated cluster (started without the operator)."""
+"""playbooks/nvidia-gpu-operator.yml installing NVIDIA's GPU Operator chart (the pinned module's) with the real helm;
+NVIDIA's controller then runs in the simulated cluster (started without the operator) and does the rest."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
 from conftest import FLEETS, REPO, ansible_env, run_module, start_cluster, stop_cluster
 
-CHART = str(REPO / "tests" / "charts" / "gpu-operator")
+from simcluster import upstream
+
+CHART = str(upstream.build().chart)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +43,10 @@ def recap_changed(output: str) -> int:
     return int(line.split("changed=")[1].split()[0])
 
 
-def untouched(cluster, before_release: dict, before_policy_version: str) -> None:
+def untouched(cluster, before_release: dict, before_policy_generation: int) -> None:
+    # The generation, not the resourceVersion: NVIDIA's controller keeps writing the ClusterPolicy's status.
     assert release(cluster).get("revision") == before_release.get("revision")
-    assert cluster.policy()["metadata"]["resourceVersion"] == before_policy_version
+    assert cluster.policy()["metadata"]["generation"] == before_policy_generation
 
 
 def test_install_is_idempotent_and_check_mode_only_shows(sim):
@@ -58,22 +64,22 @@ def test_install_is_idempotent_and_check_mode_only_shows(sim):
     again = playbook(sim)
     assert again.returncode == 0 and recap_changed(again.stdout) == 0
 
-    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    before_release, before_generation = release(sim), sim.policy()["metadata"]["generation"]
     preview = playbook(sim, "-e", "k8s_gpu_mig_strategy=single", check=True, diff=True)
     assert preview.returncode == 0, preview.stdout[-3000:]
     assert "-  strategy: mixed" in preview.stdout and "+  strategy: single" in preview.stdout
-    untouched(sim, before_release, before_version)
+    untouched(sim, before_release, before_generation)
 
 
 def test_single_is_refused_while_a_node_mixes_profiles(sim):
     labelled = run_module(sim, "nvidia_mig.rollout.mig_node_label", {"name": "a100-80gb-1", "config": "all-balanced"})
     assert labelled["state"] == "success", labelled
-    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    before_release, before_generation = release(sim), sim.policy()["metadata"]["generation"]
     refused = playbook(sim, "-e", "k8s_gpu_mig_strategy=single")
     assert refused.returncode != 0
     assert "cannot switch to the single MIG strategy: 1 node(s)" in refused.stdout
     assert "a100-80gb-1 (all-balanced: More than one MIG device type present on node)" in refused.stdout
-    untouched(sim, before_release, before_version)
+    untouched(sim, before_release, before_generation)
     restored = run_module(sim, "nvidia_mig.rollout.mig_node_label", {"name": "a100-80gb-1", "config": "all-disabled"})
     assert restored["state"] == "success"
 
@@ -88,27 +94,27 @@ def test_single_is_refused_while_a_node_mixes_profiles(sim):
      "8 x 1g.10gb exceeds the maximum of 7 per A100-SXM4-80GB GPU"),
 ])
 def test_bad_custom_configs_are_refused_before_anything_changes(sim, configs, message):
-    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    before_release, before_generation = release(sim), sim.policy()["metadata"]["generation"]
     refused = playbook(sim, "-e", json.dumps({"gpu_operator_mig_configs": configs}))
     assert refused.returncode != 0
     assert message in refused.stdout
     assert "Install or upgrade" not in refused.stdout  # failed before the helm task
-    untouched(sim, before_release, before_version)
+    untouched(sim, before_release, before_generation)
 
 
 def test_chart_version_and_strategy_are_validated_before_anything_runs(sim):
-    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    before_release, before_generation = release(sim), sim.policy()["metadata"]["generation"]
     number = playbook(sim, "-e", json.dumps({"gpu_operator_chart_version": 26.1}), chart=None)
     assert number.returncode != 0
     assert "gpu_operator_chart_version must be a quoted string" in number.stdout
     strategy = playbook(sim, "-e", "k8s_gpu_mig_strategy=double")
     assert strategy.returncode != 0
     assert "k8s_gpu_mig_strategy must be one of: none, single, mixed" in strategy.stdout
-    untouched(sim, before_release, before_version)
+    untouched(sim, before_release, before_generation)
 
 
 def test_missing_helm_unreachable_chart_and_bad_kubeconfig_are_one_sentence(sim):
-    before_release, before_version = release(sim), sim.policy()["metadata"]["resourceVersion"]
+    before_release, before_generation = release(sim), sim.policy()["metadata"]["generation"]
     no_helm = playbook(sim, "-e", "gpu_operator_helm_binary=/nonexistent/helm")
     assert "helm not found ('/nonexistent/helm' is not an executable on PATH)" in no_helm.stdout
     unreachable = playbook(sim, "-e", "gpu_operator_chart_repo_url=http://127.0.0.1:9/charts", chart=None)
@@ -122,7 +128,7 @@ def test_missing_helm_unreachable_chart_and_bad_kubeconfig_are_one_sentence(sim)
             "no such file or directory") in bad_config.stdout
     for output in (no_helm.stdout, unreachable.stdout, bad_config.stdout):
         assert "Traceback" not in output
-    untouched(sim, before_release, before_version)
+    untouched(sim, before_release, before_generation)
 
 
 def test_custom_configs_become_the_mig_managers_configmap(sim):
@@ -148,3 +154,78 @@ def test_uninstall(sim):
     assert sim.api.get_or_none("/apis/nvidia.com/v1/clusterpolicies/cluster-policy") is None
     # The operands went with the ClusterPolicy (garbage collector): nothing advertises GPUs any more.
     sim.wait(lambda: not sim.allocatable("a100-80gb-3"), what="device plugin gone")
+
+
+def test_the_charts_rbac_is_in_force_and_a_denied_call_fails_visibly(sim):
+    """The controller runs as the chart's ServiceAccount: take its right to touch DaemonSets away, and the next
+    reconcile is denied by the API server, which the role's wait reports instead of waiting out its timeout."""
+    assert playbook(sim).returncode == 0
+    paths = ["/apis/rbac.authorization.k8s.io/v1/namespaces/gpu-operator/roles/gpu-operator",
+             "/apis/rbac.authorization.k8s.io/v1/clusterroles/gpu-operator"]
+    saved = {path: sim.api.get(path) for path in paths}
+    strategy = sim.policy()["spec"]["mig"]["strategy"]
+    other = "single" if strategy == "mixed" else "mixed"
+    try:
+        for path, role in saved.items():
+            rules = [{**rule, "resources": [r for r in rule.get("resources", []) if r != "daemonsets"]}
+                     for rule in role["rules"]]
+            narrowed = {**role, "rules": [rule for rule in rules if rule["resources"] or rule.get("nonResourceURLs")]}
+            sim.api.replace(path, {k: v for k, v in narrowed.items() if k != "status"})
+        sim.api.patch("/apis/nvidia.com/v1/clusterpolicies/cluster-policy", {"spec": {"mig": {"strategy": other}}})
+        waited = run_module(sim, "nvidia_mig.rollout.gpu_operator_wait", {"strategy": other, "timeout": 60})
+        assert waited["failed"] is True
+        assert "forbidden" in waited["msg"] and "system:serviceaccount:gpu-operator:gpu-operator" in waited["msg"]
+        assert "daemonsets" in waited["msg"]
+        # Nothing the denied calls would have done happened: the device plugin still runs the old strategy.
+        plugin = sim.api.get("/apis/apps/v1/namespaces/gpu-operator/daemonsets/nvidia-device-plugin-daemonset")
+        env = {e["name"]: e.get("value") for e in plugin["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["MIG_STRATEGY"] == strategy
+    finally:
+        for path, role in saved.items():
+            current = sim.api.get(path)
+            sim.api.replace(path, {**{k: v for k, v in role.items() if k != "status"},
+                                   "metadata": {**role["metadata"],
+                                                "resourceVersion": current["metadata"]["resourceVersion"]}})
+        sim.api.patch("/apis/nvidia.com/v1/clusterpolicies/cluster-policy", {"spec": {"mig": {"strategy": strategy}}})
+    recovered = run_module(sim, "nvidia_mig.rollout.gpu_operator_wait", {"strategy": strategy, "timeout": 300})
+    assert recovered["state"] == "ready", recovered
+
+
+def _operator_processes(cluster) -> list[int]:
+    """Host pids of this cluster's GPU Operator controller (a real process in its own namespaces)."""
+    from test_real_operator import launched_from
+
+    found = []
+    for pid in launched_from(cluster.state_dir):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                argv = file.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"gpu-operator") and b"--leader-elect" in argv:
+            found.append(pid)
+    return found
+
+
+def test_a_controller_crash_during_the_install_still_ends_ready(sim):
+    """Kill NVIDIA's controller while the playbook waits for it: the kubelet restarts it, it finishes the
+    reconcile, and the role's wait ends with the ClusterPolicy ready (no false failure, no false success)."""
+    if release(sim):
+        assert playbook(sim, "-e", "gpu_operator_state=absent").returncode == 0
+    running = subprocess.Popen([str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/nvidia-gpu-operator.yml",
+                                "-e", f"gpu_operator_chart_path={CHART}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=REPO, env=ansible_env(sim))
+    try:
+        pids = sim.wait(lambda: _operator_processes(sim), timeout=120, what="the controller process")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        output, _ = running.communicate(timeout=600)
+    finally:
+        if running.poll() is None:
+            running.kill()
+    assert running.returncode == 0, output[-3000:]
+    assert sim.policy()["status"]["state"] == "ready"
+    pod = sim.pods("gpu-operator", label_selector="app=gpu-operator")[0]
+    status = pod["status"]["containerStatuses"][0]
+    assert status["restartCount"] >= 1
+    assert status["lastState"]["terminated"]["exitCode"] == 137  # 128 + SIGKILL
