@@ -8,9 +8,10 @@ Example (every field but ``pools[].name`` and ``pools[].count`` is optional)::
     pools:
       - name: a100-80gb         # nodes are named <pool>-<index>, index from 1
         count: 2
-        gpu: A100-SXM4-80GB     # catalogue model (``simcluster models`` lists them); omit for CPU nodes
+        gpu: A100-SXM4-80GB     # a model of the simulator's hardware (data/gpus.yaml); omit for CPU nodes
         gpus_per_node: 8
-        mig_config: all-1g.10gb # initial MIG config (already applied, node labelled); default: MIG disabled
+        mig_config: all-1g.10gb # initial MIG config of the operator's default MIG ConfigMap (already applied,
+                                # node labelled); default: MIG disabled
         # mig_devices: {3g.40gb: 2}  # or: GPUs partitioned outside Kubernetes, per GPU, no label
         #                          (the operator then labels the node all-disabled, as on a real cluster)
         cpu: "96"
@@ -20,9 +21,12 @@ Example (every field but ``pools[].name`` and ``pools[].count`` is optional)::
         nodes:                  # per-node overrides of faults, by index
           2: {faults: {reboot_required: true}}
 
-Fault knobs: ``apply_delay_s`` (seconds), ``apply_fails``, ``reboot_required`` (a MIG
-mode change needs a reboot), ``reboot_fails`` (the mode is still wrong after it),
-``stuck_pending`` (the MIG manager's pod-wait bug: the state stays ``pending``).
+Fault knobs are those of ``simcluster.sim.faults.NodeFaults``: ``apply_delay_s`` (seconds),
+``apply_fails``, ``reboot_required`` (a MIG mode change needs a reboot), ``reboot_fails`` (the mode
+is still wrong after it), ``stuck_pending`` (the MIG manager's pod-wait bug: the state stays ``pending``).
+
+Checking a pool's ``mig_config`` or ``mig_devices`` runs NVIDIA's code (mig-parted and the recorded
+MIG tables, built by ``simcluster build``); fleets without them need nothing built.
 """
 
 from __future__ import annotations
@@ -35,10 +39,9 @@ from typing import Any
 
 import yaml
 
-from migrollout import catalogue
-from migrollout.catalogue import GpuModel
-from migrollout.default_config import build_default_config
-from migrollout.migconfig import GpuLayout, fit_problems, layout_problems, parse_config
+from simcluster.sim import gpus as gpu_models
+from simcluster.sim.faults import NodeFaults
+from simcluster.sim.gpus import GpuModel
 
 DEFAULT_FLEET = Path(__file__).parent / "fleets" / "default.yaml"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -49,18 +52,6 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P)?$")
 
 class FleetError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Faults:
-    apply_delay_s: float | None = None
-    apply_fails: bool = False
-    reboot_required: bool = False
-    reboot_fails: bool = False
-    stuck_pending: bool = False
-
-    def merged(self, override: dict[str, Any]) -> Faults:
-        return replace(self, **override)
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,7 @@ class NodeSpec:
     cpu: str
     memory: str
     labels: dict[str, str]
-    faults: Faults
+    faults: NodeFaults
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ class Pool:
     cpu: str = "64"
     memory: str = "512Gi"
     labels: dict[str, str] = field(default_factory=dict)
-    faults: Faults = Faults()
+    faults: NodeFaults = field(default_factory=NodeFaults)
     node_faults: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def nodes(self) -> list[NodeSpec]:
@@ -224,10 +215,11 @@ class _Validator:
         return text
 
     def faults(self, value: Any, path: list[str | int]) -> dict[str, Any]:
-        raw = self.mapping(value, path, set(Faults.__dataclass_fields__))
+        knobs = NodeFaults.knobs()
+        raw = self.mapping(value, path, set(knobs))
         result: dict[str, Any] = {}
         for key, item in raw.items():
-            if key == "apply_delay_s":
+            if knobs[key] is float:
                 result[key] = self.number(item, [*path, key])
             else:
                 result[key] = self.boolean(item, [*path, key])
@@ -250,7 +242,7 @@ def _validate(data: Any, source: str, text: str) -> Fleet:
     if not isinstance(pools_raw, list) or not pools_raw:
         raise check.fail(["pools"], "must be a non-empty list of node pools")
 
-    default_configs = parse_config(build_default_config())
+    models = gpu_models.described()
     pools: list[Pool] = []
     seen: set[str] = set()
     for index, raw in enumerate(pools_raw):
@@ -267,18 +259,19 @@ def _validate(data: Any, source: str, text: str) -> Fleet:
         count = check.integer(item["count"], [*path, "count"], 0, 5000)
         gpu: GpuModel | None = None
         if item.get("gpu") is not None:
-            gpu = catalogue.find_model(str(item["gpu"]))
+            gpu = models.find(str(item["gpu"]))
             if gpu is None:
                 raise check.fail([*path, "gpu"], f"unknown GPU model {item['gpu']!r} "
-                                                 f"(known: {', '.join(catalogue.model_keys())})")
+                                                 f"(known: {', '.join(models.keys())})")
         gpus = check.integer(item.get("gpus_per_node", 8), [*path, "gpus_per_node"], 1, 16)
         mig_config = item.get("mig_config")
         if mig_config is not None:
             if gpu is None or not gpu.mig_capable:
                 raise check.fail([*path, "mig_config"], "only pools of MIG-capable GPUs take a mig_config")
-            problems = fit_problems(default_configs, str(mig_config), gpu, gpus)
-            if problems:
-                raise check.fail([*path, "mig_config"], f"{mig_config}: {'; '.join(problems)}")
+            mig_config = str(mig_config)
+            problem = _boot_problem(check, [*path, "mig_config"], gpu, gpus, mig_config, None)
+            if problem:
+                raise check.fail([*path, "mig_config"], f"{mig_config}: {problem}")
         mig_devices = item.get("mig_devices")
         if mig_devices is not None:
             mig_devices = _validate_devices(check, [*path, "mig_devices"], mig_devices, gpu, mig_config)
@@ -299,7 +292,7 @@ def _validate(data: Any, source: str, text: str) -> Fleet:
             cpu=check.quantity(item.get("cpu", "64"), [*path, "cpu"]),
             memory=check.quantity(item.get("memory", "512Gi"), [*path, "memory"]),
             labels={str(k): str(v) for k, v in labels.items()},
-            faults=Faults().merged(faults), node_faults=node_faults,
+            faults=NodeFaults().merged(faults), node_faults=node_faults,
         ))
     return Fleet(tuple(pools), Simulation(**sim_values), source)
 
@@ -313,10 +306,25 @@ def _validate_devices(check: _Validator, path: list[str | int], value: Any, gpu:
     devices = check.mapping(value, path, set(map(str, value or {})))
     for profile, count in devices.items():
         check.integer(count, [*path, profile], 1, 64)
-    problems = layout_problems(GpuLayout(True, dict(devices)), gpu)
-    if problems:
-        raise check.fail([*path, next(iter(devices), "")], "; ".join(problems))
-    return {str(k): int(v) for k, v in devices.items()}
+    result = {str(k): int(v) for k, v in devices.items()}
+    problem = _boot_problem(check, path, gpu, 1, None, result)
+    if problem:
+        raise check.fail([*path, next(iter(devices), "")], problem)
+    return result
+
+
+def _boot_problem(check: _Validator, path: list[str | int], gpu: GpuModel, count: int, mig_config: str | None,
+                  mig_devices: dict[str, int] | None) -> str:
+    """Why nodes of this pool could not boot with this MIG layout, by NVIDIA's code ("" when they can)."""
+    from simcluster.sim import boot  # imported here: it needs NVIDIA's components, most fleets do not
+
+    try:
+        full = gpu_models.catalogue().get(gpu.key)
+        selector = gpu_models.shared_oracle()
+        _booted, problem = boot.booted_gpus(full, count, mig_config, mig_devices, selector, boot.validator())
+    except Exception as exc:  # not built, or the helper died: say what checking this field needs
+        raise check.fail(path, f"checking it needs NVIDIA's mig-parted and MIG tables ({exc})") from None
+    return problem
 
 
 def load(path: str | Path | None = None) -> Fleet:

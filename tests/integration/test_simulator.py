@@ -1,10 +1,13 @@
-"""The simulated GPU cluster: real control plane behaviour, and every MIG manager trace of mig-stack.md section 6."""
+"""The simulated GPU cluster: real control plane behaviour, and every MIG manager trace of mig-stack.md section 6.
+
+The shared cluster runs NVIDIA's operator, whose chart deploys MIG manager v0.12.3 (reconfigure-mig.sh)."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+from conftest import run_module
 
 from migrollout import kube
 
@@ -84,7 +87,7 @@ def test_operator_labels_gpu_nodes_and_runs_operands(cluster, node_pool):
     assert l4["nvidia.com/mig.capable"] == "false"
     cpu = cluster.labels("cpu-1")
     assert not any(key.startswith("nvidia.com/") for key in cpu)
-    apps = {p["metadata"]["labels"]["app"] for p in cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}")}
+    apps = {p["metadata"].get("labels", {}).get("app") for p in cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}")}
     assert {"nvidia-device-plugin-daemonset", "gpu-feature-discovery", "nvidia-mig-manager",
             "nvidia-dcgm-exporter"} <= apps
     assert cluster.policy()["status"]["state"] == "ready"
@@ -120,6 +123,52 @@ def test_unknown_config_fails_without_pending(cluster, node_pool):
         cluster.wait_mig_state(node, "failed")
     assert "pending" not in watch.states()
     assert not watch.saw(lambda n: PAUSED in n["metadata"]["labels"].values())
+    # The verdict is nvidia-mig-parted's own (assert --valid-config, run on the ConfigMap's file).
+    log = (cluster.state_dir / "logs" / "simulator.log").read_text()
+    assert f"node {node}: mig config all-9g.99gb -> failed" in log
+    assert "selected mig-config not present: all-9g.99gb" in log
+
+
+def test_every_exit_rewrites_the_deploy_labels_read_at_the_start(cluster, node_pool):
+    # The manager restores the operand labels from the values it read when the run began, whatever happened to
+    # them since: an admin's false written during the run is overwritten.
+    node = node_pool.take("a100-80gb")
+    cluster.annotate(node, {FAULT + "apply-delay-s": "3"})
+    try:
+        cluster.label(node, {STATE: None, MIG_CONFIG: "all-2g.20gb"})
+        cluster.wait_mig_state(node, "pending")
+        cluster.wait(lambda: cluster.labels(node).get("nvidia.com/gpu.deploy.dcgm-exporter") == PAUSED,
+                     what="operands paused")
+        cluster.label(node, {"nvidia.com/gpu.deploy.dcgm-exporter": "false"})
+        labels = cluster.wait_mig_state(node, "success", timeout=60)
+        assert labels["nvidia.com/gpu.deploy.dcgm-exporter"] == "true"
+    finally:
+        cluster.annotate(node, {FAULT + "apply-delay-s": None})
+
+
+# Configs whose results the toolkit predicts (mig_node_verify) and the simulated NVIDIA stack produces: models with
+# NVIDIA's recorded tables (A100, A30) and models described from the MIG user guide (H100, H200).
+@pytest.mark.parametrize("pool, config, resources", [
+    ("a100-80gb", "all-balanced", {"nvidia.com/mig-1g.10gb": 16, "nvidia.com/mig-2g.20gb": 8,
+                                   "nvidia.com/mig-3g.40gb": 8}),
+    ("a30", "all-balanced", {"nvidia.com/mig-1g.6gb": 8, "nvidia.com/mig-2g.12gb": 4}),
+    ("h100", "all-1g.20gb", {"nvidia.com/mig-1g.20gb": 32}),
+    ("h200", "all-3g.71gb", {"nvidia.com/mig-3g.71gb": 16}),
+])
+def test_the_toolkits_prediction_matches_what_the_simulated_stack_advertises(cluster, node_pool, pool, config,
+                                                                             resources):
+    node = node_pool.take(pool)
+    cluster.label(node, {STATE: None, MIG_CONFIG: config})
+    cluster.wait_settled(node, config)
+    verified = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "wait_timeout": 30})
+    assert verified.get("failed") is not True, verified
+    assert verified["mismatches"] == []
+    assert verified["actual"]["resources"] == resources
+    if pool == "a100-80gb":
+        # GFD's attributes of a MIG device are NVIDIA's recorded A100-SXM4-80GB table's.
+        labels = cluster.labels(node)
+        assert (labels["nvidia.com/mig-1g.10gb.memory"], labels["nvidia.com/mig-1g.10gb.multiprocessors"],
+                labels["nvidia.com/mig-3g.40gb.memory"]) == ("9856", "14", "40192")
 
 
 def test_already_applied_reports_success_without_touching_gpus(cluster, node_pool):
@@ -144,6 +193,12 @@ def test_rewriting_the_same_value_does_nothing(cluster, node_pool):
     assert STATE not in cluster.labels(node)
 
 
+def manager_version(cluster, node: str) -> tuple[int, ...]:
+    pod = cluster.pods("gpu-operator", field_selector=f"spec.nodeName={node}", label_selector="app=nvidia-mig-manager")[0]
+    tag = pod["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
+    return tuple(int(part) for part in tag.lstrip("v").split("-")[0].split("."))
+
+
 def test_apply_error_fails_and_restores_operands(cluster, node_pool):
     node = node_pool.take("h100")
     cluster.annotate(node, {FAULT + "apply-fails": "true"})
@@ -152,7 +207,11 @@ def test_apply_error_fails_and_restores_operands(cluster, node_pool):
             cluster.label(node, {STATE: None, MIG_CONFIG: "all-3g.40gb"})
             labels = cluster.wait_mig_state(node, "failed")
         assert watch.states()[-2:] == ["pending", "failed"]
-        assert PAUSED not in labels.values()
+        assert {labels[f"nvidia.com/gpu.deploy.{op}"] for op in
+                ("device-plugin", "gpu-feature-discovery", "dcgm-exporter", "dcgm")} == {"true"}
+        # reconfigure-mig.sh (up to v0.12) restores every operand but nvsm when it fails (gpu-operator#2249);
+        # the Go port (v0.13+) restores nvsm too.
+        assert labels["nvidia.com/gpu.deploy.nvsm"] == (PAUSED if manager_version(cluster, node) < (0, 13) else "true")
         # The MIG mode changed before the apply failed: the GPUs are MIG-enabled but empty, so the
         # restarted device plugin has nothing to advertise: stranded GPUs, as on real hardware.
         cluster.wait(lambda: any(p["status"].get("phase") == "Running" for p in cluster.pods(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simcluster import fleet
+from simcluster import fleet, upstream
 from simcluster.fleet import FleetError
 
 
@@ -33,12 +33,6 @@ def write(tmp_path, text):
 
 @pytest.mark.parametrize("text, message", [
     ("pools:\n  - name: a\n    count: 1\n    gpu: A200\n", ":4: pools[0].gpu: unknown GPU model 'A200'"),
-    ("pools:\n  - name: a\n    count: 1\n    gpu: A100-80GB\n    mig_config: all-1g.5gb\n",
-     ":5: pools[0].mig_config: all-1g.5gb: all 8 GPUs: profile 1g.5gb does not exist on A100-SXM4-80GB"),
-    ("pools:\n  - name: a\n    count: 1\n    gpu: A100-80GB\n    mig_devices:\n      1g.10gb: 8\n",
-     ":6: pools[0].mig_devices.1g.10gb: 8 x 1g.10gb exceeds the maximum of 7 per A100-SXM4-80GB GPU"),
-    ("pools:\n  - name: a\n    count: 1\n    gpu: A100-40GB\n    mig_devices: {3g.20gb: 2, 2g.10gb: 1}\n",
-     "pools[0].mig_devices.3g.20gb: 1x2g.10gb + 2x3g.20gb needs 8 compute"),
     ("pools:\n  - name: a\n    count: 1\n    gpu: L4\n    mig_config: all-disabled\n",
      ":5: pools[0].mig_config: only pools of MIG-capable GPUs"),
     ("pools:\n  - name: a\n    count: -1\n", ":3: pools[0].count: must be a whole number from 0 to 5000"),
@@ -56,6 +50,37 @@ def test_validation_errors_name_field_and_line(tmp_path, text, message):
         fleet.load(path)
     assert str(raised.value).startswith(str(path))
     assert message in str(raised.value)
+
+
+# Checked by NVIDIA's code: mig-parted's CLI and selection, the MIG tables, the operator's default MIG ConfigMap.
+@pytest.mark.parametrize("text, message", [
+    ("pools:\n  - name: a\n    count: 1\n    gpu: A100-80GB\n    mig_config: all-1g.5gb\n",
+     ":5: pools[0].mig_config: all-1g.5gb: error setting MIGConfig: error attempting multiple config orderings: "
+     "all orderings failed (1g.5gb: not a MIG profile of NVIDIA A100-SXM4-80GB)"),
+    ("pools:\n  - name: a\n    count: 1\n    gpu: A100-80GB\n    mig_config: all-9g.99gb\n",
+     ":5: pools[0].mig_config: all-9g.99gb: Error selecting MIG config: selected mig-config not present: all-9g.99gb"),
+    ("pools:\n  - name: a\n    count: 1\n    gpu: A100-80GB\n    mig_devices:\n      1g.10gb: 8\n",
+     ":6: pools[0].mig_devices.1g.10gb: GPU 0: error attempting multiple config orderings: all orderings failed "
+     "(error creating GPU instance for '1g.10gb': Insufficient Resources)"),
+    # 2 x 3g.20gb take all 8 memory slices: no placement is left for the 2g.10gb.
+    ("pools:\n  - name: a\n    count: 1\n    gpu: A100-40GB\n    mig_devices: {3g.20gb: 2, 2g.10gb: 1}\n",
+     "pools[0].mig_devices.3g.20gb: GPU 0: error attempting multiple config orderings: all orderings failed"),
+])
+def test_mig_layouts_are_checked_by_nvidias_code(tmp_path, text, message):
+    if upstream.find() is None:
+        pytest.fail("NVIDIA's components are not built: run 'simcluster build' first", pytrace=False)
+    path = write(tmp_path, text)
+    with pytest.raises(FleetError) as raised:
+        fleet.load(path)
+    assert message in str(raised.value)
+
+
+def test_a_pool_that_fits_boots_with_its_config(tmp_path):
+    if upstream.find() is None:
+        pytest.fail("NVIDIA's components are not built: run 'simcluster build' first", pytrace=False)
+    loaded = fleet.load(write(tmp_path, "pools:\n  - name: a\n    count: 1\n    gpu: A100-40GB\n"
+                                        "    mig_devices: {4g.20gb: 1, 2g.10gb: 1, 1g.5gb: 1}\n"))
+    assert loaded.nodes()[0].mig_devices == {"4g.20gb": 1, "2g.10gb": 1, "1g.5gb": 1}
 
 
 def test_faults_merge_pool_and_node(tmp_path):

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from migrollout import catalogue
-from simcluster.sim.mig_configs import GENERATES_CONFIG, MigManagerPod, generated_config
+from simcluster import upstream
+from simcluster.sim import gpus
+from simcluster.sim.mig_configs import GENERATES_CONFIG, MigManagerPod, generated_config, pod_env
 
 
 def manager_pod(image: str, env: dict[str, str], mounts: list[dict[str, Any]],
@@ -60,19 +61,36 @@ def test_items_map_a_file_to_another_key():
     assert manager.with_reboot
 
 
+@pytest.fixture(scope="module")
+def catalogue() -> gpus.Catalogue:
+    if upstream.find() is None:
+        pytest.fail("NVIDIA's components are not built: run 'simcluster build' first", pytrace=False)
+    return gpus.catalogue()
+
+
+def test_the_clients_namespace_is_the_pods_own_when_the_daemonset_says_so():
+    pod = manager_pod("k8s-mig-manager:v0.12.3", {}, [], [])
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": "DEFAULT_GPU_CLIENTS_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+    assert MigManagerPod.of(pod).clients_namespace == "gpu-operator"
+    assert pod_env(pod, "DEFAULT_GPU_CLIENTS_NAMESPACE") == "gpu-operator"
+    # Without it, mig-parted's own default.
+    assert MigManagerPod.of(manager_pod("k8s-mig-manager:v0.12.3", {}, [], [])).clients_namespace == "default"
+
+
 @pytest.mark.parametrize("key", ["A100-SXM4-80GB", "A30", "H200-141GB"])
-def test_generated_config_has_every_profile_at_its_maximum_and_a_balanced_entry(key):
-    model = catalogue.find_model(key)
+def test_generated_config_has_every_profile_at_its_maximum_and_a_balanced_entry(catalogue, key):
+    model = catalogue.get(key)
     configs = generated_config(model)["mig-configs"]
     assert configs["all-disabled"] == [{"devices": "all", "mig-enabled": False}]
     for profile in model.profiles:
         name = "all-" + profile.name.replace("+", ".")
-        assert configs[name][0]["mig-devices"] == {profile.name: profile.max_count}
+        assert configs[name][0]["mig-devices"] == {profile.name: profile.instances}
     balanced = configs["all-balanced"][0]["mig-devices"]
     assert sum(balanced.values()) == (3 if model.compute_slices == 4 else 4)
     assert not any("device-filter" in entry for entries in configs.values() for entry in entries)
 
 
-def test_a100_80gb_balanced_is_two_1g_one_2g_one_3g():
-    configs = generated_config(catalogue.find_model("A100-SXM4-80GB"))["mig-configs"]
+def test_a100_80gb_balanced_is_two_1g_one_2g_one_3g(catalogue):
+    configs = generated_config(catalogue.get("A100-SXM4-80GB"))["mig-configs"]
     assert configs["all-balanced"][0]["mig-devices"] == {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1}

@@ -13,18 +13,17 @@ import ipaddress
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from migrollout import kube, nodes
-from migrollout.kube import KubeError
+from migrollout import kube
+from migrollout.kube import KubeClient, KubeError
 from migrollout.timestamps import micro_time_text, time_text
 from simcluster.binaries import KUBERNETES_VERSION
-from simcluster.fleet import NodeSpec
-from simcluster.sim import hardware, node_os
-from simcluster.sim.hardware import NodeFaults
-
-if TYPE_CHECKING:
-    from simcluster.sim.simulator import NodeView, Simulator
+from simcluster.fleet import NodeSpec, Simulation
+from simcluster.sim import hardware, names, node_os
+from simcluster.sim.containers import ContainerRuntime
+from simcluster.sim.view import NodeView, Wake, Writer
 
 log = logging.getLogger("simcluster.kubelet")
 
@@ -32,7 +31,12 @@ LEASE_NAMESPACE = "kube-node-lease"
 NODE_NETWORK = ipaddress.ip_network("10.200.0.0/16")
 
 
-def node_manifest(spec: NodeSpec, index: int, initial_layouts: str | None) -> dict[str, Any]:
+def node_ready(node: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in node.get("status", {}).get("conditions") or [])
+
+
+def node_manifest(spec: NodeSpec, index: int, initial_gpus: str | None) -> dict[str, Any]:
     address = str(NODE_NETWORK.network_address + index + 10)
     labels = {
         "kubernetes.io/hostname": spec.name,
@@ -43,16 +47,16 @@ def node_manifest(spec: NodeSpec, index: int, initial_layouts: str | None) -> di
         **node_os.nfd_labels(),
         **spec.labels,
     }
-    annotations = {hardware.SIMULATED: "true", **NodeFaults.annotations(spec.faults)}
+    annotations = {hardware.SIMULATED: "true", **spec.faults.annotations()}
     if spec.gpu is not None:
         # node-feature-discovery's view of the PCI bus: an NVIDIA (vendor 10de) device.
-        labels["feature.node.kubernetes.io/pci-10de.present"] = "true"
+        labels[names.NFD_NVIDIA_PCI[0]] = "true"
         annotations[hardware.GPU_MODEL] = spec.gpu.key
         annotations[hardware.GPU_COUNT] = str(spec.gpu_count)
-        if initial_layouts:
-            annotations[hardware.MIG_LAYOUT] = initial_layouts
+        if initial_gpus:
+            annotations[hardware.GPU_STATE] = initial_gpus
         if spec.mig_config:
-            labels["nvidia.com/mig.config"] = spec.mig_config
+            labels[names.MIG_CONFIG] = spec.mig_config
     resources = {"cpu": spec.cpu, "memory": spec.memory, "pods": "110", "ephemeral-storage": "1Ti"}
     now = time_text()
     pressure_reasons = {"MemoryPressure": "KubeletHasSufficientMemory", "DiskPressure": "KubeletHasNoDiskPressure",
@@ -103,8 +107,21 @@ def is_job_pod(pod: dict[str, Any]) -> bool:
 
 
 class Kubelet:
-    def __init__(self, sim: Simulator):
-        self.sim = sim
+    """Every simulated node's kubelet. What it needs is passed in: the API client (registration and leases),
+    the writer (status and deletions), the node cache to record what it registered, the container runtime
+    for pods that run for real, the settings, a way to be called again, and who to tell when a node is back
+    from a reboot."""
+
+    def __init__(self, api: KubeClient, writer: Writer, observe_node: Callable[[dict[str, Any]], None],
+                 runtime: ContainerRuntime | None, settings: Simulation, wake: Wake,
+                 after_reboot: Callable[[str], None]):
+        self.api = api
+        self.writer = writer
+        self.observe_node = observe_node
+        self.runtime = runtime
+        self.settings = settings
+        self.wake = wake
+        self.after_reboot = after_reboot
         self.reboot_until: dict[str, float] = {}
         self.started_at: dict[str, float] = {}  # pod uid -> monotonic time it became Running
         self.ready_at: dict[str, float] = {}    # pod uid -> monotonic time it became Ready
@@ -115,16 +132,16 @@ class Kubelet:
 
     # -- registration and heartbeats -------------------------------------------------------------------------
 
-    def register(self, spec: NodeSpec, index: int, initial_layouts: str | None) -> None:
-        api = self.sim.api
-        manifest = node_manifest(spec, index, initial_layouts)
+    def register(self, spec: NodeSpec, index: int, initial_gpus: str | None) -> None:
+        api = self.api
+        manifest = node_manifest(spec, index, initial_gpus)
         try:
             node = api.create("/api/v1/nodes", manifest, what=f"register node {spec.name}")
         except KubeError as exc:
             if exc.status != 409:
                 raise
             node = api.get(kube.node_path(spec.name), what=f"read node {spec.name}")
-        self.sim.nodes.observe(node)
+        self.observe_node(node)
         try:
             api.create(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases", lease_manifest(node),
                        what=f"create lease of node {spec.name}")
@@ -138,8 +155,8 @@ class Kubelet:
             if self.rebooting(name):
                 continue
             try:
-                self.sim.api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{name}", body,
-                                   what=f"renew lease of node {name}")
+                self.api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{name}", body,
+                               what=f"renew lease of node {name}")
             except KubeError as exc:
                 if not exc.not_found:
                     log.warning("%s", exc.one_line())
@@ -148,10 +165,10 @@ class Kubelet:
 
     def reboot(self, name: str, seconds: float) -> None:
         self.reboot_until[name] = time.monotonic() + seconds
-        if self.sim.runtime is not None:
-            self.sim.runtime.stop_node(name)  # a reboot kills every process on the node
-        self.sim.queue.add(name)
-        self.sim.queue.add_after(name, seconds + 0.05)
+        if self.runtime is not None:
+            self.runtime.stop_node(name)  # a reboot kills every process on the node
+        self.wake(name, 0)
+        self.wake(name, seconds + 0.05)
 
     def rebooting(self, name: str) -> bool:
         until = self.reboot_until.get(name)
@@ -170,40 +187,40 @@ class Kubelet:
         rebooting = self.rebooting(view.name)
         if not rebooting and view.name in self.reboot_until:
             del self.reboot_until[view.name]
-            self.sim.after_reboot(view.name)
+            self.after_reboot(view.name)
         want_ready = not rebooting
-        if nodes.is_ready(view.node) == want_ready:
+        if node_ready(view.node) == want_ready:
             return
         now = time_text()
         ready = {"type": "Ready", "status": "True" if want_ready else "False",
                  "reason": "KubeletReady" if want_ready else "KubeletNotReady",
                  "message": "kubelet is posting ready status" if want_ready else "simulated reboot in progress",
                  "lastHeartbeatTime": now, "lastTransitionTime": now}
-        self.sim.patch_node_status(view.name, {"status": {"conditions": [ready]}})
+        self.writer.patch_node_status(view.name, {"status": {"conditions": [ready]}})
 
     def _pod(self, view: NodeView, pod: dict[str, Any]) -> None:
-        if self.sim.runtime is not None and self.sim.runtime.runnable(pod):
+        if self.runtime is not None and self.runtime.runnable(pod):
             self._real_pod(view, pod)
             return
         meta, status = pod["metadata"], pod.get("status", {})
         uid = meta["uid"]
         phase = status.get("phase", "Pending")
-        settings = self.sim.fleet.simulation
+        settings = self.settings
         now = time.monotonic()
         if meta.get("deletionTimestamp"):
             if phase in ("Succeeded", "Failed") or not meta.get("finalizers"):
                 grace = min(settings.pod_stop_s, float(meta.get("deletionGracePeriodSeconds") or 0))
                 first_seen = self.started_at.setdefault("deleting-" + uid, now)
                 if now - first_seen < grace:
-                    self.sim.queue.add_after(view.name, grace - (now - first_seen))
+                    self.wake(view.name, grace - (now - first_seen))
                     return
-                self.sim.delete_pod(pod)
+                self.writer.delete_pod(pod)
                 self.started_at.pop("deleting-" + uid, None)
             return
         if phase == "Pending":
             first_seen = self.started_at.setdefault("pending-" + uid, now)
             if now - first_seen < settings.pod_start_s:
-                self.sim.queue.add_after(view.name, settings.pod_start_s - (now - first_seen))
+                self.wake(view.name, settings.pod_start_s - (now - first_seen))
                 return
             self.started_at.pop("pending-" + uid, None)
             self._start(view, pod)
@@ -212,7 +229,7 @@ class Kubelet:
             run_for = float(meta.get("annotations", {}).get(hardware.RUN_SECONDS, "1"))
             started = self.started_at.setdefault(uid, now)
             if now - started < run_for:
-                self.sim.queue.add_after(view.name, run_for - (now - started))
+                self.wake(view.name, run_for - (now - started))
                 return
             self._complete(pod)
 
@@ -228,15 +245,15 @@ class Kubelet:
 
     def _real_pod(self, view: NodeView, pod: dict[str, Any]) -> None:
         """A pod whose processes run: start, restart and stop them, and report what they do."""
-        runtime = self.sim.runtime
+        runtime = self.runtime
         assert runtime is not None
         meta = pod["metadata"]
         uid = meta["uid"]
         if meta.get("deletionTimestamp"):
             if runtime.stop(pod, float(meta.get("deletionGracePeriodSeconds") or 0)):
-                self.sim.delete_pod(pod)
+                self.writer.delete_pod(pod)
             else:
-                self.sim.queue.add_after(view.name, 0.5)
+                self.wake(view.name, 0.5)
             return
         if runtime.sandbox(uid) is None and pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
             return  # finished before this kubelet knew it
@@ -245,10 +262,10 @@ class Kubelet:
             self.pod_ips[uid] = node_ip if pod.get("spec", {}).get("hostNetwork") else self._next_ip()
         pod_ip = self.pod_ips[uid]
         status, wake = runtime.sync(pod, pod_ip, node_ip)
-        if self.reported.get(uid) != status and self.sim.patch_pod_status(pod, {"status": status}):
+        if self.reported.get(uid) != status and self.writer.patch_pod_status(pod, {"status": status}):
             self.reported[uid] = status
         if wake is not None:
-            self.sim.queue.add_after(view.name, wake)
+            self.wake(view.name, wake)
 
     def _start(self, view: NodeView, pod: dict[str, Any]) -> None:
         now = time_text()
@@ -274,7 +291,7 @@ class Kubelet:
             "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "startTime": now, "containerStatuses": containers,
             "initContainerStatuses": init,
         }}
-        if self.sim.patch_pod_status(pod, body):
+        if self.writer.patch_pod_status(pod, body):
             uid = pod["metadata"]["uid"]
             self.started_at[uid] = self.ready_at[uid] = time.monotonic()
 
@@ -287,8 +304,8 @@ class Kubelet:
         ]
         conditions = [{"type": kind, "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}
                       for kind in ("Ready", "ContainersReady")]
-        self.sim.patch_pod_status(pod, {"status": {"phase": "Succeeded", "conditions": conditions,
-                                                   "containerStatuses": containers}})
+        self.writer.patch_pod_status(pod, {"status": {"phase": "Succeeded", "conditions": conditions,
+                                                      "containerStatuses": containers}})
 
     def forget_pod(self, uid: str) -> None:
         for key in (uid, "pending-" + uid, "deleting-" + uid):
@@ -296,5 +313,5 @@ class Kubelet:
         self.ready_at.pop(uid, None)
         self.pod_ips.pop(uid, None)
         self.reported.pop(uid, None)
-        if self.sim.runtime is not None:
-            self.sim.runtime.forget(uid)
+        if self.runtime is not None:
+            self.runtime.forget(uid)

@@ -1,88 +1,397 @@
 """NVIDIA's k8s-mig-manager, simulated on every node that runs its pod.
 
-It follows the label protocol of mig-parted v0.15 (``pkg/mig/reconfigure``):
+The trigger is mig-parted's label protocol (``cmd/nvidia-mig-manager``): a run starts when the MIG
+manager process starts (it applies the current ``nvidia.com/mig.config``) or when that label changes to
+a new non-empty value; changes during a run collapse to the latest value; re-writing the same value
+does nothing.
 
-* a run starts when the MIG manager process starts (it applies the current
-  ``nvidia.com/mig.config``) or when that label changes to a new non-empty value;
-  changes during a run collapse to the latest value; re-writing the same value does nothing;
-* unknown config -> ``failed`` (no ``pending``); already applied -> ``success``;
-* otherwise ``pending``, operand labels ``paused-for-mig-change``, wait for the
-  operand pods to go, change MIG mode (a reboot when needed and ``WITH_REBOOT=true``:
-  ``rebooting``), apply the layout, restore the operand labels, ``success``;
-* an apply error -> ``failed``; a GPU in use by a pod makes the GPU reset fail;
-* the pod-wait bug of v0.15.0 (fault ``stuck_pending``) leaves ``pending`` and paused labels.
+A run is the reconfigure sequence, one named step after another (``STEPS``), in the order of
+``reconfigure-mig.sh`` (up to v0.12, what the pinned operator's chart deploys) and of its Go port
+(v0.13+, ``pkg/mig/reconfigure``); where they differ the MIG manager's image tag decides:
 
-It acts only where a MIG manager pod runs (the operator's DaemonSet, found by its app label) and
-reads its settings where the real one does: ``WITH_REBOOT`` from the pod's environment, the config
-file as ``mig_configs`` finds it for the manager's version.
+  read-labels            the operand deploy labels and the state, as they are when the run starts
+  load-config            the config file its pod reads (``mig_configs``)
+  assert-valid-config    ``nvidia-mig-parted assert --valid-config`` (the real CLI): else ``failed``, no pending
+  select-entries         which entry applies to which GPU (mig-parted's selection, asked of mig-oracle)
+  assert-applied         ``assert``: already applied -> ``success``, no GPU touched
+  assert-mode            ``assert --mode-only``: a change is needed; after a reboot that did not take -> failed
+  set-pending            ``nvidia.com/mig.config.state=pending``
+  pause-operands         deploy labels ``paused-for-mig-change`` (a ``false`` stays ``false``; v0.13+: ``client``
+                         only if present)
+  wait-operands          one wait of up to 5 minutes per operand kind, in turn (device plugin, GFD, DCGM
+                         exporter, DCGM; v0.15: DaemonSet pods selecting ``gpu.deploy.client``). A wait that
+                         times out is ignored by the script; the Go port returns leaving ``pending`` (its bug)
+  delete-validation-pods the CUDA and device-plugin validator pods
+  apply-mode             ``apply --mode-only`` then ``assert --mode-only``; still wrong with ``WITH_REBOOT=true``:
+                         ``rebooting`` and the node reboots; without it the run goes on (and the apply fails)
+  apply-config           ``apply``: failed on error
+  restart-validator      delete the operator validator pod
+  restore-operands       deploy labels back from the values read at the start
+  succeed                ``success``
+
+Every exit (``failed`` or ``success``) rewrites the deploy labels from the values read at the start (``true``
+unless it was ``false``) before the state, unless restore-operands already did: the script rewrites
+device-plugin, GFD, DCGM exporter and DCGM (not nvsm), the Go port all it paused.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
-from migrollout import labels
-from migrollout.evacuation.selection import requests_gpu
-from migrollout.migconfig import GpuLayout
-from simcluster.sim import hardware
-from simcluster.sim.hardware import NodeFaults
-from simcluster.sim.mig_configs import MigConfigs, MigManagerPod, apply_problems, resolve_config
-
-if TYPE_CHECKING:
-    from simcluster.sim.simulator import NodeView, Simulator
+from simcluster.fleet import Simulation
+from simcluster.sim import hardware, mig_parted, names
+from simcluster.sim.faults import NodeFaults
+from simcluster.sim.gpus import GpuModel
+from simcluster.sim.hardware import Gpu
+from simcluster.sim.mig_configs import GO_RECONFIGURE, WAITS_FOR_CLIENTS, MigConfigs, MigManagerPod
+from simcluster.sim.mig_parted import Selection, Selector
+from simcluster.sim.view import Clock, NodeView, Wake, Writer
 
 log = logging.getLogger("simcluster.mig-manager")
 
-POD_WAIT_TIMEOUT_S = 300.0  # each of the real manager's pod waits gives up after 5 minutes
-OPERAND_APPS = (labels.APP_DEVICE_PLUGIN, labels.APP_GFD, labels.APP_DCGM_EXPORTER, labels.APP_DCGM)
+POD_WAIT_TIMEOUT_S = 300.0  # each of the manager's pod waits (kubectl wait --timeout=5m; the Go port's 5 min)
+POD_POLL_S = 1.0
+CLIENT_POLL_S = 5.0         # v0.15 polls the gpu.deploy.client DaemonSet pods every 5 s
+OPERAND_WAITS = (names.APP_DEVICE_PLUGIN, names.APP_GFD, names.APP_DCGM_EXPORTER, names.APP_DCGM)
+CLIENT_DAEMONSETS = "gpu.deploy.client DaemonSet pods"
+SCRIPT_OPERANDS = ("device-plugin", "gpu-feature-discovery", "dcgm-exporter", "dcgm", "nvsm")
+GO_OPERANDS = (*SCRIPT_OPERANDS, "client")
+
+
+@dataclass
+class Tools:
+    """What a MIG manager needs from outside, passed in (the Simulator wires the real ones)."""
+
+    writer: Writer
+    clock: Clock
+    wake: Wake
+    settings: Simulation
+    configs: MigConfigs
+    validate: Callable[[str, str], tuple[bool, str]]  # nvidia-mig-parted assert --valid-config (document, config)
+    selector: Selector                                # mig-oracle
+    reboot: Callable[[str], None]
 
 
 @dataclass
 class Run:
     config: str
-    desired: list[GpuLayout]
-    mode_change: bool
-    phase: str = "waiting-operands"
-    deadline: float = 0.0
-    apply_at: float = 0.0
-    mode_failed: str = ""
-    started: float = field(default_factory=time.monotonic)
+    started: float
+    step: int = 0
+    start_labels: dict[str, str | None] = field(default_factory=dict)
+    start_state: str = ""
+    document: str = ""
+    selection: Selection | None = None
+    mode_change: bool = False
+    wait_index: int = 0
+    wait_started: float | None = None
+    apply_at: float | None = None
+    restored: bool = False  # restore-operands ran: the exit writes only the state
 
 
-def pod_env(pod: dict, name: str) -> str | None:
-    for container in pod.get("spec", {}).get("containers") or []:
-        for item in container.get("env") or []:
-            if item.get("name") == name:
-                return item.get("value")
-    return None
+@dataclass
+class Context:
+    """One step's world: the node as this reconcile sees it, the manager's pod and the tools."""
+
+    view: NodeView
+    manager: MigManagerPod
+    model: GpuModel
+    run: Run
+    tools: Tools
+    written: list[Gpu] | None = None  # GPUs this reconcile wrote (the view's node is the cache's: not edited)
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+    @property
+    def now(self) -> float:
+        return self.tools.clock()
+
+    @property
+    def faults(self) -> NodeFaults:
+        return NodeFaults.from_annotations(hardware.annotations_of(self.view.node))
+
+    @property
+    def go_port(self) -> bool:
+        return self.manager.version >= GO_RECONFIGURE
+
+    def gpus(self) -> list[Gpu]:
+        return list(self.written) if self.written is not None else hardware.gpus(self.view.node)
+
+    def set_gpus(self, gpus: list[Gpu]) -> None:
+        self.tools.writer.patch_node_annotations(self.name, {hardware.GPU_STATE: hardware.encode(gpus)})
+        self.written = list(gpus)
+
+    def set_state(self, state: str) -> None:
+        self.tools.writer.patch_node_labels(self.name, {names.MIG_CONFIG_STATE: state})
 
 
-class MigManagerSim:
-    def __init__(self, sim: Simulator):
-        self.sim = sim
+# -- step results ----------------------------------------------------------------------------------------------
+
+NEXT = "next"
+END = "end"  # the run stops without a state of its own (the node reboots)
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    state: str | None  # None: the run returns without setting a state (the Go port's pod-wait bug)
+    reason: str
+
+
+Result = str | Wait | Finish
+
+
+# -- the steps ---------------------------------------------------------------------------------------------------
+
+def operand_labels(go_port: bool) -> tuple[str, ...]:
+    return GO_OPERANDS if go_port else SCRIPT_OPERANDS
+
+
+def read_labels(ctx: Context) -> Result:
+    labels = ctx.view.labels
+    ctx.run.start_labels = {op: labels.get(names.DEPLOY_PREFIX + op) for op in operand_labels(ctx.go_port)}
+    ctx.run.start_state = labels.get(names.MIG_CONFIG_STATE, "")
+    return NEXT
+
+
+def load_config(ctx: Context) -> Result:
+    loaded = ctx.tools.configs.load(ctx.name, ctx.manager, ctx.model)
+    if loaded.document is None:
+        return Finish(names.FAILED, loaded.error)
+    ctx.run.document = loaded.document
+    return NEXT
+
+
+def assert_valid_config(ctx: Context) -> Result:
+    valid, message = ctx.tools.validate(ctx.run.document, ctx.run.config)
+    if not valid:
+        return Finish(names.FAILED, f"nvidia-mig-parted assert --valid-config: {message}")
+    return NEXT
+
+
+def select_entries(ctx: Context) -> Result:
+    """Which entry of the config applies to each GPU, by mig-parted's selection (every later command uses it)."""
+    try:
+        ctx.run.selection = mig_parted.select(ctx.tools.selector, ctx.run.document, ctx.run.config, ctx.model,
+                                              len(ctx.gpus()))
+    except Exception as exc:  # mig-oracle disagreeing with the CLI would be a bug of ours: say so, do not guess
+        return Finish(names.FAILED, f"selecting the config's entries with mig-oracle failed: {exc}")
+    return NEXT
+
+
+def assert_applied(ctx: Context) -> Result:
+    assert ctx.run.selection is not None
+    if mig_parted.assert_applied(ctx.model, ctx.gpus(), ctx.run.selection):
+        return Finish(names.SUCCESS, "already applied")
+    return NEXT
+
+
+def assert_mode(ctx: Context) -> Result:
+    assert ctx.run.selection is not None
+    if mig_parted.assert_mode(ctx.model, ctx.gpus(), ctx.run.selection):
+        return NEXT
+    if ctx.run.start_state == names.REBOOTING:
+        return Finish(names.FAILED, "MIG mode change did not take effect after rebooting")
+    ctx.run.mode_change = True
+    return NEXT
+
+
+def set_pending(ctx: Context) -> Result:
+    ctx.set_state(names.PENDING)
+    return NEXT
+
+
+def pause_operands(ctx: Context) -> Result:
+    pause: dict[str, str | None] = {}
+    for operand, value in ctx.run.start_labels.items():
+        if operand == "client" and value is None:
+            continue  # the Go port touches gpu.deploy.client only where it exists
+        pause[names.DEPLOY_PREFIX + operand] = "false" if value == "false" else names.PAUSED
+    ctx.tools.writer.patch_node_labels(ctx.name, pause)
+    if ctx.faults.stuck_pending:
+        return Finish(None, "timed out waiting for operand pods; state left pending (mig-parted v0.15.0 bug)")
+    return NEXT
+
+
+def _waiting_for(ctx: Context, kind: str) -> list[dict[str, Any]]:
+    if kind == CLIENT_DAEMONSETS:
+        return [pod for pod in ctx.view.pods
+                if any(o.get("kind") == "DaemonSet" for o in pod["metadata"].get("ownerReferences") or [])
+                and names.DEPLOY_PREFIX + "client" in (pod.get("spec", {}).get("nodeSelector") or {})]
+    namespace = ctx.manager.clients_namespace
+    return [pod for pod in ctx.view.pods if pod["metadata"].get("namespace") == namespace
+            and (pod["metadata"].get("labels") or {}).get("app") == kind]
+
+
+def wait_kinds(version: tuple[int, int, int]) -> tuple[str, ...]:
+    return (*OPERAND_WAITS, CLIENT_DAEMONSETS) if version >= WAITS_FOR_CLIENTS else OPERAND_WAITS
+
+
+def wait_operands(ctx: Context) -> Result:
+    run, kinds = ctx.run, wait_kinds(ctx.manager.version)
+    while run.wait_index < len(kinds):
+        kind = kinds[run.wait_index]
+        if run.wait_started is None:
+            run.wait_started = ctx.now
+        if not _waiting_for(ctx, kind):
+            run.wait_index, run.wait_started = run.wait_index + 1, None
+            continue
+        if ctx.now - run.wait_started < POD_WAIT_TIMEOUT_S:
+            return Wait(CLIENT_POLL_S if kind == CLIENT_DAEMONSETS else POD_POLL_S)
+        if ctx.go_port:
+            return Finish(None, f"timed out after {POD_WAIT_TIMEOUT_S:.0f} s waiting for {kind} pods to go; "
+                                f"state left pending (mig-parted bug, fixed after v0.15.0)")
+        log.info("node %s: %s pods still there after %.0f s; carrying on (kubectl wait's failure is ignored)",
+                 ctx.name, kind, POD_WAIT_TIMEOUT_S)
+        run.wait_index, run.wait_started = run.wait_index + 1, None
+    return NEXT
+
+
+def _delete_pods(ctx: Context, apps: tuple[str, ...]) -> None:
+    namespace = ctx.manager.clients_namespace
+    for pod in ctx.view.pods:
+        meta = pod["metadata"]
+        if meta.get("namespace") == namespace and (meta.get("labels") or {}).get("app") in apps \
+                and not meta.get("deletionTimestamp"):
+            ctx.tools.writer.delete_pod(pod, grace_seconds=None)
+
+
+def delete_validation_pods(ctx: Context) -> Result:
+    _delete_pods(ctx, (names.APP_CUDA_VALIDATOR, names.APP_PLUGIN_VALIDATOR))
+    return NEXT
+
+
+def apply_mode(ctx: Context) -> Result:
+    assert ctx.run.selection is not None
+    outcome = mig_parted.apply_mode(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
+                                    reset_needs_reboot=ctx.faults.reboot_required)
+    if outcome.gpus != ctx.gpus():
+        ctx.set_gpus(outcome.gpus)
+    if not outcome.ok:
+        log.info("node %s: nvidia-mig-parted apply --mode-only: %s", ctx.name, outcome.message)
+    if mig_parted.assert_mode(ctx.model, outcome.gpus, ctx.run.selection):
+        return NEXT
+    if ctx.manager.with_reboot:
+        ctx.set_state(names.REBOOTING)
+        log.info("node %s: MIG mode change needs a reboot; rebooting", ctx.name)
+        ctx.tools.reboot(ctx.name)
+        return END
+    log.info("node %s: MIG mode change pending a reboot (WITH_REBOOT is not true); carrying on", ctx.name)
+    return NEXT
+
+
+def apply_config(ctx: Context) -> Result:
+    assert ctx.run.selection is not None
+    if ctx.run.apply_at is None:
+        delay = ctx.faults.apply_delay_s
+        ctx.run.apply_at = ctx.now + (delay if delay is not None else ctx.tools.settings.apply_delay_s)
+    if ctx.now < ctx.run.apply_at:
+        return Wait(ctx.run.apply_at - ctx.now)
+    injected = "injected fault (apply_fails)" if ctx.faults.apply_fails else ""
+    outcome = mig_parted.apply(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
+                               fails=lambda _index: injected)
+    if outcome.gpus != ctx.gpus():
+        ctx.set_gpus(outcome.gpus)
+    if not outcome.ok:
+        return Finish(names.FAILED, f"nvidia-mig-parted apply: {outcome.message}")
+    return NEXT
+
+
+def restart_validator(ctx: Context) -> Result:
+    _delete_pods(ctx, (names.APP_OPERATOR_VALIDATOR,))
+    return NEXT
+
+
+def restored_labels(run: Run, operands: tuple[str, ...]) -> dict[str, str | None]:
+    """maybe_set_true over the values read at the start: ``false`` stays, anything else becomes ``true``."""
+    result: dict[str, str | None] = {}
+    for operand in operands:
+        if operand not in run.start_labels or (operand == "client" and run.start_labels[operand] is None):
+            continue
+        result[names.DEPLOY_PREFIX + operand] = "false" if run.start_labels[operand] == "false" else "true"
+    return result
+
+
+def restore_operands(ctx: Context) -> Result:
+    ctx.tools.writer.patch_node_labels(ctx.name, restored_labels(ctx.run, operand_labels(ctx.go_port)))
+    ctx.run.restored = True
+    return NEXT
+
+
+def succeed(ctx: Context) -> Result:
+    return Finish(names.SUCCESS, f"applied in {ctx.now - ctx.run.started:.1f} s")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    act: Callable[[Context], Result]
+
+
+STEPS: tuple[Step, ...] = (
+    Step("read-labels", read_labels),
+    Step("load-config", load_config),
+    Step("assert-valid-config", assert_valid_config),
+    Step("select-entries", select_entries),
+    Step("assert-applied", assert_applied),
+    Step("assert-mode", assert_mode),
+    Step("set-pending", set_pending),
+    Step("pause-operands", pause_operands),
+    Step("wait-operands", wait_operands),
+    Step("delete-validation-pods", delete_validation_pods),
+    Step("apply-mode", apply_mode),
+    Step("apply-config", apply_config),
+    Step("restart-validator", restart_validator),
+    Step("restore-operands", restore_operands),
+    Step("succeed", succeed),
+)
+
+
+def exit_labels(ctx: Context) -> dict[str, str | None]:
+    """What an exit rewrites before the state (nothing once restore-operands ran)."""
+    if ctx.run.restored:
+        return {}
+    # reconfigure-mig.sh's __set_state_and_exit leaves nvsm out; the Go port restores all it paused.
+    operands = GO_OPERANDS if ctx.go_port else SCRIPT_OPERANDS[:4]
+    return restored_labels(ctx.run, operands)
+
+
+# -- the process on each node ------------------------------------------------------------------------------------
+
+class MigManager:
+    def __init__(self, tools: Tools, catalogue_get: Callable[[str], GpuModel | None],
+                 boot_epoch: Callable[[str], int]):
+        self.tools = tools
+        self.model_of = catalogue_get
+        self.boot_epoch = boot_epoch
         self.runs: dict[str, Run] = {}
         self.process: dict[str, str] = {}   # node -> identity of the running manager process
         self.observed: dict[str, str] = {}  # node -> label value last seen
         self.wanted: dict[str, str] = {}    # node -> value a change asked for, not yet run
-        self.mode_after_reboot: dict[str, list[bool]] = {}
-        self.configs = MigConfigs(sim)
 
     # -- triggering ------------------------------------------------------------------------------------------
 
     def reconcile(self, view: NodeView) -> None:
         name = view.name
-        pod = view.running_operand(labels.APP_MIG_MANAGER)
-        if pod is None or hardware.gpu_model(view.node) is None:
+        pod = view.running_operand(names.APP_MIG_MANAGER)
+        key = hardware.model_key(view.node)
+        model = self.model_of(key) if key else None
+        if pod is None or model is None:
             # No MIG manager process on the node: a run in flight dies with it.
             for table in (self.runs, self.process, self.wanted):
                 table.pop(name, None)
-            self.configs.forget(name)
+            self.tools.configs.forget(name)
             return
-        identity = f"{pod['metadata']['uid']}/{self.sim.boot_epoch.get(name, 0)}"
-        label = view.labels.get(labels.MIG_CONFIG, "")
+        identity = f"{pod['metadata']['uid']}/{self.boot_epoch(name)}"
+        label = view.labels.get(names.MIG_CONFIG, "")
         if self.process.get(name) != identity:
             # A (re)started manager applies the current label, whatever happened before.
             self.process[name] = identity
@@ -96,155 +405,42 @@ class MigManagerSim:
                 self.wanted[name] = label
 
         run = self.runs.get(name)
-        if run is not None:
-            self._step(view, pod, run)
-            return
-        config = self.wanted.pop(name, None)
-        if config:
-            self._start(view, pod, config)
+        if run is None:
+            config = self.wanted.pop(name, None)
+            if not config:
+                return
+            run = self.runs[name] = Run(config, self.tools.clock())
+        self.advance(Context(view, MigManagerPod.of(pod), model, run, self.tools))
 
-    def _finish(self, view: NodeView, run: Run | None, state: str | None, reason: str = "") -> None:
-        name = view.name
-        if state is not None:
-            patch: dict[str, str | None] = {labels.MIG_CONFIG_STATE: state}
-            for operand in labels.PAUSABLE_OPERANDS:
-                key = labels.DEPLOY_PREFIX + operand
-                if view.labels.get(key) == labels.PAUSED:
-                    patch[key] = "true"
-            self.sim.patch_node_labels(name, patch)
-        if reason:
-            log.info("node %s: mig config %s -> %s: %s", name, run.config if run else "-", state or "(no state)",
-                     reason)
+    def advance(self, ctx: Context) -> None:
+        """Run the steps from where the run is until one waits or the run ends."""
+        run = ctx.run
+        while run.step < len(STEPS):
+            result = STEPS[run.step].act(ctx)
+            if result == NEXT:
+                run.step += 1
+                continue
+            if isinstance(result, Wait):
+                self.tools.wake(ctx.name, result.seconds)
+                return
+            if isinstance(result, Finish):
+                self._finish(ctx, result)
+            else:  # END
+                self.runs.pop(ctx.name, None)
+            return
+
+    def _finish(self, ctx: Context, result: Finish) -> None:
+        name = ctx.name
+        if result.state is not None:
+            restore = exit_labels(ctx)
+            if restore:
+                self.tools.writer.patch_node_labels(name, restore)
+            ctx.set_state(result.state)
+        log.info("node %s: mig config %s -> %s at %s: %s", name, ctx.run.config, result.state or "(no state)",
+                 STEPS[min(ctx.run.step, len(STEPS) - 1)].name, result.reason)
         self.runs.pop(name, None)
-        if run is not None and self.wanted.get(name) == run.config:
+        if self.wanted.get(name) == ctx.run.config:
             # Set() to the value just applied while it ran: Get() would not return it again.
             self.wanted.pop(name, None)
         if self.wanted.get(name):
-            self.sim.queue.add(name)
-
-    # -- the run -----------------------------------------------------------------------------------------------
-
-    def _start(self, view: NodeView, pod: dict, config: str) -> None:
-        name = view.name
-        model = hardware.gpu_model(view.node)
-        assert model is not None
-        current = hardware.layouts(view.node)
-        loaded = self.configs.load(view, MigManagerPod.of(pod), model)
-        if loaded.config is None:
-            self._finish(view, Run(config, current, False), "failed", loaded.error)
-            return
-        resolution = resolve_config(loaded.config, config, model, current)
-        if resolution.desired is None:
-            self._finish(view, Run(config, current, False), "failed", resolution.error)
-            return
-        desired = resolution.desired
-        if [d.normalized() for d in desired] == [c.normalized() for c in current]:
-            self._finish(view, Run(config, desired, False), "success", "already applied")
-            return
-        mode_change = any(d.mig_enabled != c.mig_enabled for d, c in zip(desired, current, strict=True))
-        run = Run(config, desired, mode_change, deadline=time.monotonic() + POD_WAIT_TIMEOUT_S)
-        if mode_change and view.labels.get(labels.MIG_CONFIG_STATE) == "rebooting":
-            self._finish(view, run, "failed", "MIG mode change did not take effect after rebooting")
-            return
-        self.sim.patch_node_labels(name, {labels.MIG_CONFIG_STATE: "pending"})
-        pause: dict[str, str | None] = {}
-        for operand in labels.PAUSABLE_OPERANDS:
-            key = labels.DEPLOY_PREFIX + operand
-            value = view.labels.get(key)
-            if value == "false" or (operand == "client" and value is None):
-                continue
-            pause[key] = labels.PAUSED
-        self.sim.patch_node_labels(name, pause)
-        if NodeFaults.from_annotations(hardware.annotations_of(view.node)).stuck_pending:
-            # mig-parted <= v0.15.0 returns from a failed pod wait without setting a state.
-            self._finish(view, run, None, "timed out waiting for operand pods; state left pending (upstream bug)")
-            return
-        self.runs[name] = run
-        self.sim.queue.add_after(name, 0.2)
-
-    def _step(self, view: NodeView, pod: dict, run: Run) -> None:
-        now = time.monotonic()
-        if run.phase == "waiting-operands":
-            remaining = [p for p in view.pods if p["metadata"].get("labels", {}).get("app") in OPERAND_APPS
-                         or self._is_gpu_client_daemon(p)]
-            if remaining:
-                if now > run.deadline:
-                    self._finish(view, run, None, "operand pods did not terminate; state left pending")
-                else:
-                    self.sim.queue.add_after(view.name, 1.0)
-                return
-            self._change_mode(view, pod, run)
-            return
-        if run.phase == "applying":
-            if now < run.apply_at:
-                self.sim.queue.add_after(view.name, run.apply_at - now)
-                return
-            self._apply(view, run)
-
-    def _is_gpu_client_daemon(self, pod: dict) -> bool:
-        owners = pod["metadata"].get("ownerReferences") or []
-        selector = pod.get("spec", {}).get("nodeSelector") or {}
-        return any(o.get("kind") == "DaemonSet" for o in owners) and labels.DEPLOY_PREFIX + "client" in selector
-
-    def _gpu_in_use(self, view: NodeView) -> bool:
-        return any(requests_gpu(p) and p.get("status", {}).get("phase") == "Running" for p in view.pods)
-
-    def _change_mode(self, view: NodeView, pod: dict, run: Run) -> None:
-        name = view.name
-        faults = NodeFaults.from_annotations(hardware.annotations_of(view.node))
-        if run.mode_change:
-            busy = self._gpu_in_use(view)
-            if busy or faults.reboot_required:
-                if MigManagerPod.of(pod).with_reboot:
-                    self.sim.patch_node_labels(name, {labels.MIG_CONFIG_STATE: "rebooting"})
-                    self.mode_after_reboot[name] = [layout.mig_enabled for layout in run.desired]
-                    log.info("node %s: MIG mode change needs a reboot; rebooting", name)
-                    self.runs.pop(name, None)
-                    self.sim.reboot(name)
-                    return
-                run.mode_failed = ("GPU reset failed: In use by another client" if busy
-                                   else "MIG mode change is pending a reboot (WITH_REBOOT is not true)")
-            else:
-                current = hardware.layouts(view.node)
-                changed = [GpuLayout(want.mig_enabled, {}) if want.mig_enabled != have.mig_enabled else have
-                           for want, have in zip(run.desired, current, strict=True)]
-                self.sim.set_layouts(name, changed)
-        delay = faults.apply_delay_s if faults.apply_delay_s is not None else self.sim.fleet.simulation.apply_delay_s
-        run.phase = "applying"
-        run.apply_at = time.monotonic() + delay
-        self.sim.queue.add_after(name, delay)
-
-    def _apply(self, view: NodeView, run: Run) -> None:
-        model = hardware.gpu_model(view.node)
-        assert model is not None
-        faults = NodeFaults.from_annotations(hardware.annotations_of(view.node))
-        if run.mode_failed:
-            self._finish(view, run, "failed", run.mode_failed)
-            return
-        if faults.apply_fails:
-            self._finish(view, run, "failed", "nvidia-mig-parted apply failed (injected fault)")
-            return
-        problems = apply_problems(run.desired, model)
-        if problems:
-            self._finish(view, run, "failed", "nvidia-mig-parted apply failed: " + "; ".join(problems))
-            return
-        current = hardware.layouts(view.node)
-        changing = any(d.normalized() != c.normalized() for d, c in zip(run.desired, current, strict=True))
-        if changing and self._gpu_in_use(view):
-            self._finish(view, run, "failed", "destroying GPU instances failed: In use by another client")
-            return
-        self.sim.set_layouts(view.name, run.desired)
-        self._finish(view, run, "success", f"applied in {time.monotonic() - run.started:.1f} s")
-
-    # -- reboots -------------------------------------------------------------------------------------------------
-
-    def after_reboot(self, node: dict) -> list[GpuLayout]:
-        """GPU state after a reboot: a pending mode change takes effect (unless the fault says it
-        does not), and MIG devices are gone, as they are not persistent across reboots."""
-        name = node["metadata"]["name"]
-        faults = NodeFaults.from_annotations(hardware.annotations_of(node))
-        modes = self.mode_after_reboot.pop(name, None)
-        current = hardware.layouts(node)
-        if modes is None or faults.reboot_fails:
-            modes = [layout.mig_enabled for layout in current]
-        return [GpuLayout(enabled, {}) for enabled in modes]
+            self.tools.wake(name, 0)

@@ -5,6 +5,11 @@ node it concerns; a pool of workers reconciles a node by running the
 components in order (kubelet, operator labelling, MIG manager, device plugin,
 feature discovery), each a small stage that writes only what differs.
 
+The Simulator only wires: it owns the caches, the work queue and the writes to
+the API server, and hands each component what it needs (the writer, the
+caches, the clock, the settings, NVIDIA's mig-parted and mig-oracle). The
+components keep their own state.
+
 The GPU Operator's controller is either NVIDIA's real one (``operator="real"``:
 installed by its Helm chart, its pod run by the kubelet's container runtime; it
 labels nodes and creates the operand DaemonSets itself) or, for scale runs, the
@@ -18,22 +23,26 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from migrollout import clusterpolicy, kube
+from migrollout import kube
 from migrollout.kube import KubeClient, KubeError
-from migrollout.migconfig import GpuLayout
-from simcluster.fleet import Fleet
-from simcluster.sim import hardware
+from simcluster.fleet import Fleet, NodeSpec
+from simcluster.sim import boot, gpus, hardware, names
 from simcluster.sim.containers import ContainerRuntime
+from simcluster.sim.device_plugin import DevicePlugin
+from simcluster.sim.faults import NodeFaults
+from simcluster.sim.feature_discovery import FeatureDiscovery
+from simcluster.sim.gpus import Catalogue, GpuModel
 from simcluster.sim.kubelet import Kubelet
-from simcluster.sim.mig_manager import MigManagerSim
-from simcluster.sim.operands import DevicePluginSim, FeatureDiscoverySim
-from simcluster.sim.operator import MANAGED_BY, OPERATOR_NAME, OperatorSim
+from simcluster.sim.mig_configs import MigConfigs
+from simcluster.sim.mig_manager import MigManager, Tools
+from simcluster.sim.mig_parted import Remembered, Selector
+from simcluster.sim.operator import MANAGED_BY, OPERATOR_NAME, OperatorSim, oldest_policy, policy_namespace
+from simcluster.sim.view import NodeView
 from simcluster.sim.world import Informer, WorkQueue
 
 log = logging.getLogger("simcluster")
@@ -42,11 +51,13 @@ CRD_FILE = Path(__file__).resolve().parent.parent / "data" / "clusterpolicy-crd.
 POLICY_NAME = "cluster-policy"
 REAL, SIMULATED = "real", "simulated"  # who runs the GPU Operator's controller
 
+__all__ = ["REAL", "SIMULATED", "NodeView", "Simulator", "default_policy"]
+
 
 def default_policy(strategy: str = "mixed") -> dict[str, Any]:
     """The ClusterPolicy a stock chart install renders, with the given MIG strategy."""
     return {
-        "apiVersion": clusterpolicy.GROUP_VERSION,
+        "apiVersion": names.POLICY_GROUP_VERSION,
         "kind": "ClusterPolicy",
         "metadata": {"name": POLICY_NAME},
         "spec": {
@@ -61,34 +72,12 @@ def default_policy(strategy: str = "mixed") -> dict[str, Any]:
     }
 
 
-@dataclass
-class NodeView:
-    """A consistent snapshot of one node and the pods bound to it, for one reconcile."""
-
-    name: str
-    node: dict[str, Any]
-    pods: list[dict[str, Any]]
-    operator_namespace: str
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return self.node.get("metadata", {}).get("labels") or {}
-
-    def running_operand(self, app: str) -> dict[str, Any] | None:
-        """The live operand pod with this app label (Running, not being deleted)."""
-        for pod in self.pods:
-            meta = pod["metadata"]
-            if (meta.get("namespace") == self.operator_namespace and (meta.get("labels") or {}).get("app") == app
-                    and not meta.get("deletionTimestamp") and pod.get("status", {}).get("phase") == "Running"):
-                return pod
-        return None
-
-
 class Simulator:
     OPERATOR_KEY = "\x00operator"
 
     def __init__(self, api: KubeClient, fleet: Fleet, status_file: Path | None = None, workers: int = 8,
-                 operator: str = SIMULATED, runtime: ContainerRuntime | None = None):
+                 operator: str = SIMULATED, runtime: ContainerRuntime | None = None,
+                 catalogue: Catalogue | None = None, selector: Selector | None = None):
         self.api = api
         self.fleet = fleet
         self.simulated_operator = operator == SIMULATED
@@ -100,22 +89,36 @@ class Simulator:
         self.pods_by_node: dict[str, dict[str, dict[str, Any]]] = {}
         self.index_lock = threading.Lock()
         self.boot_epoch: dict[str, int] = {}
-        self.known_namespaces: set[str] = set()
-        self.default_config_written: dict[str, str] = {}
-        self.runtime_class_written = False
-        self.kubelet = Kubelet(self)
-        self.operator = OperatorSim(self)
-        self.mig_manager = MigManagerSim(self)
-        self.device_plugin = DevicePluginSim(self)
-        self.feature_discovery = FeatureDiscoverySim(self)
+        self._booted: dict[tuple, tuple[hardware.Gpu, ...]] = {}
+        # NVIDIA's code: one mig-oracle for the process (thread-safe), the built nvidia-mig-parted CLI.
+        nvidia = Remembered(boot.validator(), selector if selector is not None else gpus.shared_oracle())
+        self.selector: Selector = nvidia
+        self.validate = nvidia.validate
+        self.catalogue = catalogue if catalogue is not None else gpus.catalogue()
+
         self.nodes = Informer(api, "/api/v1/nodes", "nodes", self._on_node)
         self.pods = Informer(api, "/api/v1/pods", "pods", self._on_pod, field_selector="spec.nodeName!=")
-        self.policies = Informer(api, clusterpolicy.path(), "clusterpolicies", self._on_policy)
+        self.policies = Informer(api, names.POLICY_PATH, "clusterpolicies", self._on_policy)
         self.daemonsets = Informer(api, "/apis/apps/v1/daemonsets", "operand daemonsets", self._on_daemonset,
                                    label_selector=f"{MANAGED_BY}={OPERATOR_NAME}")
         self.informers = [self.nodes, self.pods, self.policies]
         if self.simulated_operator:
             self.informers.append(self.daemonsets)
+
+        settings = fleet.simulation
+        clock = time.monotonic
+        self.kubelet = Kubelet(api, self, self.nodes.observe, runtime, settings, self.wake, self.after_reboot)
+        self.operator = OperatorSim(api, self.policies, self.daemonsets, settings,
+                                    lambda delay: self.queue.add_after(self.OPERATOR_KEY, delay))
+        configs = MigConfigs(self._read_configmap, self._publish_configmap)
+        self.mig_manager = MigManager(
+            Tools(writer=self, clock=clock, wake=self.wake, settings=settings, configs=configs,
+                  validate=self.validate, selector=self.selector, reboot=self.reboot),
+            self.model, self.epoch)
+        self.device_plugin = DevicePlugin(self, clock, self.wake, settings.device_plugin_delay_s,
+                                          self.kubelet.ready_at, self.model, self.epoch)
+        self.feature_discovery = FeatureDiscovery(self, clock, self.wake, settings.gfd_delay_s,
+                                                  self.kubelet.ready_at, self.model)
 
     # -- event routing -----------------------------------------------------------------------------------------
 
@@ -150,7 +153,7 @@ class Simulator:
     def _on_daemonset(self, old: dict | None, new: dict | None) -> None:
         self.queue.add(self.OPERATOR_KEY)
 
-    # -- writes (each records the server's answer so the next reconcile sees it) ---------------------------------
+    # -- the writer the components share (each write records the server's answer for the next reconcile) -------
 
     def patch_node_labels(self, name: str, values: dict[str, str | None]) -> None:
         if not values:
@@ -179,33 +182,45 @@ class Simulator:
         self.pods.observe(result)
         return True
 
-    def delete_pod(self, pod: dict[str, Any]) -> None:
+    def delete_pod(self, pod: dict[str, Any], grace_seconds: int | None = 0) -> None:
+        """Delete a pod: at once (the kubelet completing a deletion), or with its grace period (``None``, as
+        ``kubectl delete pod`` does)."""
         meta = pod["metadata"]
+        body: dict[str, Any] = {"preconditions": {"uid": meta["uid"]}}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         try:
-            self.api.delete(kube.pod_path(meta["namespace"], meta["name"]),
-                            body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+            self.api.delete(kube.pod_path(meta["namespace"], meta["name"]), body=body,
                             what=f"remove pod {meta['namespace']}/{meta['name']}")
         except KubeError as exc:
             if not (exc.not_found or exc.conflict):
                 raise
 
-    def set_layouts(self, name: str, layouts: list[GpuLayout]) -> None:
-        self.patch_node_annotations(name, {hardware.MIG_LAYOUT: hardware.encode_layouts(layouts)})
+    def _read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.api.get_or_none(kube.configmap_path(namespace, name), what=f"read ConfigMap {namespace}/{name}")
 
-    # -- services the components share ---------------------------------------------------------------------------
+    def _publish_configmap(self, manifest: dict[str, Any]) -> None:
+        meta = manifest["metadata"]
+        self.api.apply(kube.configmap_path(meta["namespace"], meta["name"]), manifest,
+                       field_manager="nvidia-mig-manager", what=f"publish ConfigMap {meta['name']}")
+
+    # -- services ----------------------------------------------------------------------------------------------
+
+    def wake(self, node: str, delay: float) -> None:
+        self.queue.add_after(node, delay)
+
+    def model(self, key: str) -> GpuModel | None:
+        return self.catalogue.find(key)
+
+    def epoch(self, node: str) -> int:
+        """How many times the node has rebooted: every process on it restarted that often."""
+        return self.boot_epoch.get(node, 0)
 
     def policy(self) -> dict[str, Any] | None:
-        """The ClusterPolicy in force: the oldest, as the operator takes it."""
-        policies = self.policies.items()
-        return sorted(policies, key=lambda p: p["metadata"]["creationTimestamp"])[0] if policies else None
+        return oldest_policy(self.policies.items())
 
     def operator_namespace(self) -> str:
-        return clusterpolicy.namespace(self.policy(), self.fleet.simulation.operator_namespace)
-
-    def ready_for(self, pod: dict[str, Any]) -> float:
-        """Seconds since the (simulated) kubelet made this pod ready; long ago if before a restart."""
-        started = self.kubelet.ready_at.get(pod["metadata"]["uid"])
-        return time.monotonic() - started if started is not None else 1e9
+        return policy_namespace(self.policy(), self.fleet.simulation.operator_namespace)
 
     def reboot(self, name: str) -> None:
         self.kubelet.reboot(name, self.fleet.simulation.reboot_s)
@@ -214,8 +229,9 @@ class Simulator:
         node = self.nodes.get(name)
         if node is None:
             return
-        self.set_layouts(name, self.mig_manager.after_reboot(node))
-        # Every process on the node restarted, the MIG manager included.
+        takes = not NodeFaults.from_annotations(hardware.annotations_of(node)).reboot_fails
+        after = [hardware.after_reboot(gpu, takes) for gpu in hardware.gpus(node)]
+        self.patch_node_annotations(name, {hardware.GPU_STATE: hardware.encode(after)})
         self.boot_epoch[name] = self.boot_epoch.get(name, 0) + 1
 
     # -- reconcile -------------------------------------------------------------------------------------------------
@@ -238,11 +254,9 @@ class Simulator:
             wanted = self.operator.label_node(view)
             if wanted:
                 self.patch_node_labels(key, wanted)
-        view = NodeView(key, self.nodes.get(key) or node, pods, view.operator_namespace)
-        self.mig_manager.reconcile(view)
-        view = NodeView(key, self.nodes.get(key) or node, pods, view.operator_namespace)
-        self.device_plugin.reconcile(view)
-        self.feature_discovery.reconcile(view)
+        for component in (self.mig_manager, self.device_plugin, self.feature_discovery):
+            # Each sees what the previous ones wrote.
+            component.reconcile(NodeView(key, self.nodes.get(key) or node, pods, view.operator_namespace))
 
     def _worker(self) -> None:
         while True:
@@ -279,25 +293,44 @@ class Simulator:
                 break
             time.sleep(0.2)
         try:
-            self.api.create(clusterpolicy.path(), default_policy(strategy), what="create the ClusterPolicy")
+            self.api.create(names.POLICY_PATH, default_policy(strategy), what="create the ClusterPolicy")
         except KubeError as exc:
             if exc.status != 409:
                 raise
 
+    def booted(self, spec: NodeSpec) -> list[hardware.Gpu]:
+        """The GPUs a fleet node boots with (the fleet file was checked against the same code)."""
+        if spec.gpu is None:
+            return []
+        key = (spec.gpu.key, spec.gpu_count, spec.mig_config, tuple(sorted((spec.mig_devices or {}).items())))
+        with self.index_lock:
+            known = self._booted.get(key)
+        if known is None:  # a pool's nodes all boot alike: ask NVIDIA's code once per pool
+            model = self.catalogue.get(spec.gpu.key)
+            states, problem = boot.booted_gpus(model, spec.gpu_count, spec.mig_config, spec.mig_devices,
+                                               self.selector, self.validate)
+            if problem:
+                raise ValueError(f"node {spec.name}: cannot boot with {spec.mig_config or spec.mig_devices}: "
+                                 f"{problem}")
+            known = tuple(states)
+            with self.index_lock:
+                self._booted[key] = known
+        return list(known)
+
     def register_nodes(self) -> None:
-        def register(index: int, spec) -> None:
-            layouts = hardware.initial_layouts(spec)
-            self.kubelet.register(spec, index, hardware.encode_layouts(layouts) if layouts else None)
+        def register(index: int, spec: NodeSpec) -> None:
+            states = self.booted(spec)
+            self.kubelet.register(spec, index, hardware.encode(states) if states else None)
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             list(pool.map(register, *zip(*enumerate(self.fleet.nodes()), strict=True)))
 
     def _heartbeats(self) -> None:
-        names = [spec.name for spec in self.fleet.nodes()]
+        node_names = [spec.name for spec in self.fleet.nodes()]
         # Renew each lease well inside the controller-manager's 300 s grace period, spreading the load.
-        interval = min(120.0, max(20.0, len(names) / 10))
+        interval = min(120.0, max(20.0, len(node_names) / 10))
         while not self.stopped.wait(interval):
-            self.kubelet.renew_leases(names)
+            self.kubelet.renew_leases(node_names)
 
     def _report(self) -> None:
         while not self.stopped.wait(1.0):
@@ -335,4 +368,3 @@ class Simulator:
 
     def stop(self) -> None:
         self.stopped.set()
-
