@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from migrollout import clusterpolicy
 from migrollout.kube import KubeClient, KubeError
+from simcluster.sim.names import POLICY_PATH
 
 RELEASE = "gpu-operator"
 STRATEGY = "mixed"
@@ -48,10 +48,10 @@ def helm_install(helm: str, kubeconfig: str, chart: Path, namespace: str, nfd: b
 def ready_since(api: KubeClient) -> float | None:
     """When the ClusterPolicy last became ready (epoch seconds), None while it is not."""
     try:
-        policies, _ = api.list(clusterpolicy.path(), what="list ClusterPolicies")
+        policies, _ = api.list(POLICY_PATH, what="list ClusterPolicies")
     except KubeError:
         return None
-    if not policies or not clusterpolicy.is_ready(policies[0]):
+    if not policies or (policies[0].get("status") or {}).get("state") != "ready":
         return None
     conditions: list[dict[str, Any]] = (policies[0].get("status") or {}).get("conditions") or []
     ready = next((c for c in conditions if c.get("type") == "Ready" and c.get("status") == "True"), None)
