@@ -2,7 +2,9 @@
 
 These are the rules of NVIDIA's device plugin (extended resources) and GPU
 feature discovery (node labels) for the strategies ``none``, ``single`` and
-``mixed``. The simulator publishes exactly this; verification expects it.
+``mixed``, as the toolkit predicts them; verification compares a node with
+them. (The simulated cluster publishes by its own rules, written from NVIDIA's
+device plugin, so a mistake here shows up in the integration tests.)
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ STRATEGIES = ("none", "single", "mixed")
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
-# Simulated driver stack, published by GFD.
-DRIVER_VERSION = (580, 95, 5)
-CUDA_VERSION = (13, 0)
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def device_plugin_resources(layouts: list[GpuLayout], strategy: str) -> tuple[di
 
 
 def _base_labels(model: GpuModel, layouts: list[GpuLayout]) -> dict[str, str]:
-    major, minor, rev = DRIVER_VERSION
+    # What the GPUs and their layout decide; the driver's and CUDA's labels are the node's business.
     # GFD labels a model's MIG-enabled GPUs "without sharing" (replicas 0); its MIG-disabled GPUs, labelled
     # after them, override that with replicas 1. The MIG strategy does not matter here.
     whole_gpus = any(not layout.mig_enabled for layout in layouts)
@@ -97,18 +96,6 @@ def _base_labels(model: GpuModel, layouts: list[GpuLayout]) -> dict[str, str]:
         "nvidia.com/gpu.mode": "compute",
         "nvidia.com/mig.capable": "true" if model.mig_capable else "false",
         "nvidia.com/mps.capable": "false",
-        "nvidia.com/cuda.driver.major": str(major),
-        "nvidia.com/cuda.driver.minor": str(minor),
-        "nvidia.com/cuda.driver.rev": f"{rev:02d}",
-        "nvidia.com/cuda.driver-version.major": str(major),
-        "nvidia.com/cuda.driver-version.minor": str(minor),
-        "nvidia.com/cuda.driver-version.revision": f"{rev:02d}",
-        "nvidia.com/cuda.driver-version.full": f"{major}.{minor}.{rev:02d}",
-        "nvidia.com/cuda.runtime.major": str(CUDA_VERSION[0]),
-        "nvidia.com/cuda.runtime.minor": str(CUDA_VERSION[1]),
-        "nvidia.com/cuda.runtime-version.major": str(CUDA_VERSION[0]),
-        "nvidia.com/cuda.runtime-version.minor": str(CUDA_VERSION[1]),
-        "nvidia.com/cuda.runtime-version.full": f"{CUDA_VERSION[0]}.{CUDA_VERSION[1]}",
     }
     return labels
 
@@ -165,18 +152,6 @@ def gfd_labels(model: GpuModel, layouts: list[GpuLayout], strategy: str) -> dict
 def advertise(model: GpuModel, layouts: list[GpuLayout], strategy: str) -> Advertisement:
     resources, error = device_plugin_resources(layouts, strategy)
     return Advertisement(resources, gfd_labels(model, layouts, strategy), error, mig_device_totals(layouts))
-
-
-def is_gfd_label(key: str) -> bool:
-    """Labels GPU feature discovery owns (and removes when they no longer apply)."""
-    if key.startswith(("nvidia.com/gpu.deploy.", "nvidia.com/gpu.present", "nvidia.com/gpu.workload")):
-        return False
-    if key in ("nvidia.com/mig.config", "nvidia.com/mig.config.state", "nvidia.com/device-plugin.config"):
-        return False
-    return key.startswith((
-        "nvidia.com/gpu.", "nvidia.com/mig-", "nvidia.com/mig.capable", "nvidia.com/mig.strategy",
-        "nvidia.com/mps.", "nvidia.com/cuda.", "nvidia.com/gfd.",
-    ))
 
 
 def verified_label_keys(labels: dict[str, str]) -> dict[str, str]:
