@@ -1,7 +1,7 @@
 """``simcluster``: a local GPU cluster whose Kubernetes parts are real.
 
     simcluster up [--fleet FILE] [--nodes N] [--port PORT] [--without-operator]
-                  [--real-operator | --simulated-operator] [--without-nfd]
+                  [--real-operator | --simulated-operator] [--without-nfd] [--fresh]
     simcluster env | status | down | build | bin-dir | models
     simcluster logs NAMESPACE/POD [-c CONTAINER] [--previous]
     simcluster path bin-dir|chart|operator|mig-parted|mig-oracle|assets|manifests
@@ -19,8 +19,7 @@ from pathlib import Path
 
 from migrollout import catalogue, clusterpolicy, labels, nodes
 from migrollout.kube import Connection, KubeClient, KubeError
-from migrollout.processes import pid_alive
-from simcluster import binaries, operator_install, upstream
+from simcluster import binaries, identities, operator_install, upstream
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
     ClusterError,
@@ -95,19 +94,25 @@ def _node_ready(node: dict) -> bool:
 
 def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    directory = state_dir(args.state_dir)
+    if args.fresh:
+        _remove(directory, "up --fresh")
+    existing = ClusterState.load(directory)
+    if existing is not None and existing.commands and not existing.settled_at:
+        # A first `up` that failed or was interrupted (its processes stopped): nothing ran on it, nothing to keep.
+        # (A state without commands is an older simcluster's, which did not record settling: _restart says so.)
+        print(f"simcluster: the cluster in {directory} never finished starting; starting a new one")
+        _remove(directory, "up")
+        existing = None
+    if existing is not None:
+        return _restart(existing, args, started)
+    return _start(directory, args, started)
+
+
+def _start(directory: Path, args: argparse.Namespace, started: float) -> int:
     fleet = fleet_file.load(args.fleet)  # bad fleet files fail here, before anything starts
     if args.nodes:
         fleet = fleet.scaled(args.nodes)
-    directory = state_dir(args.state_dir)
-    existing = ClusterState.load(directory)
-    if existing is not None:
-        if all(existing.alive().values()) and _api_ready(existing):
-            print(f"simcluster: already up at {existing.server} ({directory})")
-            print(f"export KUBECONFIG={existing.kubeconfig}")
-            return 0
-        ControlPlane(existing, binaries.Binaries(Path(existing.binaries))).stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
     port = args.port if args.port is not None else DEFAULT_PORT
     if port == 0:
         port = free_port()
@@ -120,22 +125,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     state = ClusterState(str(directory), port, free_port(), free_port(), free_port(), free_port(),
                          str(built.directory), fleet=fleet.source, with_operator=not args.without_operator,
-                         started_at=time.time(), operator=operator)
+                         started_at=time.time(), operator=operator,
+                         fleet_file=str(Path(args.fleet).resolve()) if args.fleet else "", nodes=args.nodes,
+                         nfd=not args.without_nfd)
     state.save()
     control_plane = ControlPlane(state, built)
     try:
         control_plane.write_credentials()
         control_plane.start()
+        identities.ensure(_client(state), state)
         command = [sys.executable, "-m", "simcluster.daemon", f"--kubeconfig={state.kubeconfig}",
                    f"--status-file={directory / 'simulator-status.json'}"]
         if args.fleet:
-            command.append(f"--fleet={Path(args.fleet).resolve()}")
+            command.append(f"--fleet={state.fleet_file}")
         if args.nodes:
             command.append(f"--nodes={args.nodes}")
         command += [f"--operator={operator}", f"--state-dir={directory}"]
-        if not args.without_operator and operator == SIMULATED:
-            command.append("--install-operator")
-        control_plane._spawn("simulator", command)
+        # Only the first start installs the simulated operator: a restart must not bring back a ClusterPolicy
+        # that was deleted on purpose.
+        install = ["--install-operator"] if not args.without_operator and operator == SIMULATED else []
+        control_plane.spawn("simulator", command + install, restart_args=command)
         installed_at = None
         if not args.without_operator and nvidia is not None:
             # As an admin installs it: on a cluster whose nodes are all up.
@@ -146,12 +155,80 @@ def cmd_up(args: argparse.Namespace) -> int:
     except BaseException:
         control_plane.stop()
         raise
+    state.settled_at = time.time()
+    state.save()
     gpu_nodes = sum(1 for node in fleet.nodes() if node.gpu)
     operator_text = _operator_summary(state, args, installed_at)
     print(f"simcluster: up in {time.monotonic() - started:.1f} s at {state.server}: "
           f"{len(fleet.nodes())} nodes ({gpu_nodes} with GPUs); {operator_text}")
     print(f"export KUBECONFIG={state.kubeconfig}")
     return 0
+
+
+def _restart(state: ClusterState, args: argparse.Namespace, started: float) -> int:
+    """`up` on an existing cluster: start again what stopped, keeping its state (etcd's data, certificates,
+    ports, workloads); options that would make it another cluster are refused."""
+    directory = state.path
+    conflicts = _conflicts(state, args)
+    if conflicts:
+        raise ClusterError(f"the cluster in {directory} runs with other settings ({'; '.join(conflicts)}); "
+                           f"'simcluster up' keeps a cluster as it is: drop those options, or replace it with "
+                           f"'simcluster up --fresh'")
+    if all(state.alive().values()) and _api_ready(state):
+        print(f"simcluster: already up at {state.server} ({directory})")
+        print(f"export KUBECONFIG={state.kubeconfig}")
+        return 0
+    if not state.commands:
+        raise ClusterError(f"the cluster in {directory} was started by an older simcluster that did not record "
+                           f"how to restart it; replace it with 'simcluster up --fresh'")
+    built = binaries.Binaries(Path(state.binaries))
+    if not built.complete:
+        raise ClusterError(f"the binaries this cluster runs are gone from {built.directory}; replace the cluster "
+                           f"with 'simcluster up --fresh'")
+    fleet = fleet_file.load(state.fleet_file or None)
+    if state.nodes:
+        fleet = fleet.scaled(state.nodes)
+    control_plane = ControlPlane(state, built)
+    restarted = control_plane.restart_stopped()
+    if not state.running("simulator"):
+        control_plane.spawn("simulator", state.commands["simulator"])
+        restarted.append("simulator")
+    identities.ensure(_client(state), state)
+    _wait_settled(state, fleet, state.with_operator, control_plane, args.timeout)
+    print(f"simcluster: restarted {', '.join(restarted) or 'nothing (every process was running)'} in "
+          f"{time.monotonic() - started:.1f} s at {state.server}; its state is kept ({directory})")
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    return 0
+
+
+def _conflicts(state: ClusterState, args: argparse.Namespace) -> list[str]:
+    """The options of this `up` that ask for a cluster other than the one in the state directory."""
+    found = []
+    if args.fleet and str(Path(args.fleet).resolve()) != state.fleet_file:
+        found.append(f"--fleet {args.fleet}: it runs {state.fleet_file or 'the built-in fleet'}")
+    if args.nodes and args.nodes != state.nodes:
+        found.append(f"--nodes {args.nodes}: it runs {state.nodes or 'the fleet as written'}")
+    if args.port and args.port != state.api_port:  # --port 0 (any free port) accepts the one it has
+        found.append(f"--port {args.port}: it listens on {state.api_port}")
+    if args.real_operator and state.operator != REAL:
+        found.append("--real-operator: it runs the simulated operator")
+    if args.simulated_operator and state.operator != SIMULATED:
+        found.append("--simulated-operator: it runs NVIDIA's operator")
+    if args.without_operator and state.with_operator:
+        found.append("--without-operator: it was started with the operator")
+    if args.without_nfd and state.nfd and state.with_operator and state.operator == REAL:
+        found.append("--without-nfd: its operator was installed with NFD")
+    return found
+
+
+def _remove(directory: Path, why: str) -> None:
+    """Stop every process of the cluster in ``directory`` and delete its state."""
+    state = ClusterState.load(directory) if (directory / "state.json").exists() else None
+    stopped = ControlPlane(state, binaries.Binaries(Path(state.binaries))).stop() if state else []
+    if directory.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        print(f"simcluster {why}: stopped {', '.join(stopped) or 'nothing (no process was running)'}; "
+              f"removed {directory}")
 
 
 def _operator_mode(args: argparse.Namespace) -> str:
@@ -202,8 +279,8 @@ def _wait_settled(state: ClusterState, fleet: fleet_file.Fleet, with_operator: b
     deadline = time.monotonic() + timeout
     lacking = "not checked yet"
     while time.monotonic() < deadline:
-        if not pid_alive(state.pids["simulator"]):
-            raise control_plane._fail("simulator", "exited during start-up")
+        if not state.running("simulator"):
+            raise control_plane.fail("simulator", "exited during start-up")
         try:
             lacking = _settled(api, expected, with_operator)
         except KubeError as exc:
@@ -247,14 +324,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     directory = state_dir(args.state_dir)
-    state = ClusterState.load(directory)
-    if state is None:
+    if not (directory / "state.json").exists():
         print(f"simcluster: nothing to stop ({directory} holds no cluster)")
         shutil.rmtree(directory, ignore_errors=True)
         return 0
-    stopped = ControlPlane(state, binaries.Binaries(Path(state.binaries))).stop()
-    shutil.rmtree(directory, ignore_errors=True)
-    print(f"simcluster: stopped {', '.join(stopped) or 'nothing (no process was running)'}; removed {directory}")
+    _remove(directory, "down")
     return 0
 
 
@@ -265,6 +339,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         raise ClusterError(f"no cluster in {directory}; start one with 'simcluster up'")
     print(f"export KUBECONFIG={state.kubeconfig}")
     print(f"export SIMCLUSTER_OPERATOR_KUBECONFIG={state.operator_kubeconfig}")
+    print(f"export SIMCLUSTER_EXEC_KUBECONFIG={state.exec_kubeconfig}")
     print(f'export PATH="{state.binaries}:$PATH"')
     return 0
 
@@ -279,7 +354,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, running in alive.items():
         print(f"{name:<24} {'running' if running else 'STOPPED'} (pid {state.pids[name]})")
     if not all(alive.values()) or not _api_ready(state):
-        print("simcluster: degraded; 'simcluster down' then 'simcluster up' to start afresh")
+        print("simcluster: degraded; 'simcluster up' restarts what stopped and keeps the cluster's state")
         return 1
     api = _client(state)
     version = api.get("/version").get("gitVersion")
@@ -297,7 +372,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print("ClusterPolicy: none (GPU Operator not installed)")
     print(f"GPU Operator controller: {'NVIDIA' if state.operator == REAL else 'simulated'}")
-    print(f"kubeconfig: {state.kubeconfig}")
+    print(f"kubeconfig: {state.kubeconfig} (admin); {state.operator_kubeconfig} "
+          f"({identities.USERNAME}, token); {state.exec_kubeconfig} (the same, exec plugin)")
     return 0
 
 
@@ -349,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", help="where the cluster keeps its state (default: $SIMCLUSTER_DIR or "
                                             "~/.local/state/simcluster/default)")
     commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start the cluster (idempotent)")
+    up = commands.add_parser("up", help="start the cluster, or restart what stopped of it, keeping its state")
     up.add_argument("--fleet", help="fleet file (default: the built-in small fleet)")
     up.add_argument("--nodes", type=int, help="scale the fleet to this many nodes in all")
     up.add_argument("--port", type=int, help=f"API server port (default {DEFAULT_PORT}; 0 picks a free one)")
@@ -365,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--without-nfd", action="store_true",
                     help="install the real operator's chart without node-feature-discovery (scale runs)")
     up.add_argument("--timeout", type=float, default=600, help="seconds to wait for the cluster to settle")
+    up.add_argument("--fresh", action="store_true",
+                    help="replace the cluster in the state directory (its processes stopped, its state deleted)")
     up.set_defaults(func=cmd_up)
     for name, func, text in (("down", cmd_down, "stop every process and remove the state"),
                              ("env", cmd_env, "print shell exports for the cluster"),

@@ -21,16 +21,16 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from migrollout.processes import pid_alive
 from simcluster.binaries import Binaries
 from simcluster.certs import CertificateAuthority, write_signing_key
+from simcluster.credential import ISSUER_USER as CREDENTIAL_ISSUER_USER
 
 ADMIN_USER = "simcluster-admin"
-OPERATOR_USER = "mig-operator"  # the non-admin identity; RBAC grants it nothing until bound
-OPERATOR_GROUP = "mig-operators"
 ADMIN_TOKEN_USER = "simcluster-token-admin"
 
 
@@ -68,6 +68,12 @@ class ClusterState:
     with_operator: bool = True
     started_at: float = 0.0
     operator: str = "simulated"  # who runs the GPU Operator's controller: "real" (NVIDIA's) or "simulated"
+    # What `up` needs to restart a stopped process exactly as it first ran (same ports, data and settings).
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    fleet_file: str = ""  # the resolved fleet file ("" for the built-in fleet)
+    nodes: int | None = None
+    nfd: bool = True
+    settled_at: float = 0.0  # when `up` first saw the cluster settled; 0 while it never has
 
     @property
     def path(self) -> Path:
@@ -79,7 +85,17 @@ class ClusterState:
 
     @property
     def operator_kubeconfig(self) -> str:
+        """The least-privileged identity: a ServiceAccount's long-lived token (see simcluster.identities)."""
         return str(self.path / "kubeconfig-operator")
+
+    @property
+    def exec_kubeconfig(self) -> str:
+        """The same ServiceAccount through an exec credential plugin (simcluster.credential)."""
+        return str(self.path / "kubeconfig-exec")
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.path / "pki" / "ca.crt")
 
     @property
     def server(self) -> str:
@@ -93,23 +109,46 @@ class ClusterState:
         file = directory / "state.json"
         if not file.exists():
             return None
-        return cls(**json.loads(file.read_text()))
+        try:
+            return cls(**json.loads(file.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ClusterError(f"{file} is not a simcluster state file ({exc}); 'simcluster down' removes it, "
+                               f"'simcluster up --fresh' starts a new cluster in its place") from None
+
+    def running(self, name: str) -> bool:
+        """Whether the process ``name`` started still runs: its pid alive and running the same program (after a
+        reboot the pid may belong to anything)."""
+        pid = self.pids.get(name)
+        if pid is None or not pid_alive(pid):
+            return False
+        command = self.commands.get(name)
+        if not command:
+            return True
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return True  # no /proc to ask: trust the pid
+        return command[0].encode() in argv[:3]  # an interpreter may come first (python -m ...)
 
     def alive(self) -> dict[str, bool]:
-        return {name: pid_alive(pid) for name, pid in self.pids.items()}
+        return {name: self.running(name) for name in self.pids}
 
 
-def _kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, user: str) -> None:
+def write_kubeconfig(path: Path, server: str, ca: Path | str, user: str, credentials: dict[str, Any]) -> None:
+    """A kubeconfig of one cluster, one user (``credentials``: its kubeconfig ``user`` entry) and one context."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "simcluster", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "simcluster", "context": {"cluster": "simcluster", "user": user}}],
         "current-context": "simcluster",
     }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o600)
+    # Written whole under a temporary name: a client reading it while `up` rewrites it never sees half a file.
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(yaml.safe_dump(config, sort_keys=False))
+    staging.chmod(0o600)
+    staging.replace(path)
 
 
 def _tail(path: Path, lines: int = 12) -> str:
@@ -139,7 +178,6 @@ class ControlPlane:
         server = self.state.server
         identities = {
             "kubeconfig": (ADMIN_USER, ["system:masters"]),
-            "kubeconfig-operator": (OPERATOR_USER, [OPERATOR_GROUP]),
             # The controllers act as cluster admins: without per-controller service accounts
             # (no ServiceAccount admission here) the narrow built-in roles do not suffice.
             "controller-manager.kubeconfig": ("system:kube-controller-manager", ["system:masters"]),
@@ -147,7 +185,11 @@ class ControlPlane:
         }
         for filename, (user, groups) in identities.items():
             cert, key = ca.issue_client(user, groups)
-            _kubeconfig(self.dir / filename, server, ca.cert_path, cert, key, user)
+            write_kubeconfig(self.dir / filename, server, ca.cert_path, user,
+                             {"client-certificate": str(cert), "client-key": str(key)})
+        # The exec credential plugin's own identity: simcluster.identities lets it request the least-privileged
+        # ServiceAccount's tokens, nothing more.
+        ca.issue_client(CREDENTIAL_ISSUER_USER, [])
         # A static bearer token, for testing modules' host + api_key connection options.
         tokens = self.pki / "tokens.csv"
         tokens.write_text(f'simcluster-admin-token,{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},"system:masters"\n')
@@ -155,15 +197,18 @@ class ControlPlane:
 
     # -- processes -----------------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def spawn(self, name: str, args: list[str], restart_args: list[str] | None = None) -> None:
+        """Start ``name`` in a session of its own, its output appended to logs/<name>.log. ``restart_args``: the
+        command a later `up` runs again if it stops (default ``args``)."""
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child process
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, cwd=self.dir)
         log.close()
         self.state.pids[name] = process.pid
+        self.state.commands[name] = list(restart_args if restart_args is not None else args)
         self.state.save()
 
-    def _fail(self, name: str, what: str) -> ClusterError:
+    def fail(self, name: str, what: str) -> ClusterError:
         return ClusterError(f"{name} {what}; last log lines ({self.logs / (name + '.log')}):\n"
                             f"{_tail(self.logs / (name + '.log'))}")
 
@@ -177,8 +222,8 @@ class ControlPlane:
             context = ssl._create_unverified_context()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not pid_alive(self.state.pids[name]):
-                raise self._fail(name, "exited during start-up")
+            if not self.state.running(name):
+                raise self.fail(name, "exited during start-up")
             try:
                 with urllib.request.urlopen(url, timeout=2, context=context) as response:
                     if response.status == 200:
@@ -186,13 +231,13 @@ class ControlPlane:
             except (urllib.error.URLError, OSError, ssl.SSLError):
                 pass
             time.sleep(0.2)
-        raise self._fail(name, f"did not become healthy at {url} within {timeout:.0f} s")
+        raise self.fail(name, f"did not become healthy at {url} within {timeout:.0f} s")
 
-    def start(self) -> None:
-        state = self.state
-        data = self.dir / "etcd"
-        self._spawn("etcd", [
-            self.binaries.path("etcd"), "--name=simcluster", f"--data-dir={data}",
+    def components(self) -> list[Component]:
+        """The control plane's processes in start order, each with its ports and health check."""
+        state, pki = self.state, self.pki
+        etcd = [
+            self.binaries.path("etcd"), "--name=simcluster", f"--data-dir={self.dir / 'etcd'}",
             f"--listen-client-urls=http://127.0.0.1:{state.etcd_port}",
             f"--advertise-client-urls=http://127.0.0.1:{state.etcd_port}",
             f"--listen-peer-urls=http://127.0.0.1:{state.etcd_peer_port}",
@@ -200,11 +245,8 @@ class ControlPlane:
             f"--initial-cluster=simcluster=http://127.0.0.1:{state.etcd_peer_port}",
             "--listen-metrics-urls=", "--unsafe-no-fsync", "--log-level=warn",
             "--quota-backend-bytes=8589934592", "--auto-compaction-retention=5m",
-        ])
-        self._wait_http("etcd", f"http://127.0.0.1:{state.etcd_port}/health", 60, tls=None)
-
-        pki = self.pki
-        self._spawn("kube-apiserver", [
+        ]
+        apiserver = [
             self.binaries.path("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{state.etcd_port}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={state.api_port}",
@@ -221,16 +263,16 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true", "--endpoint-reconciler-type=none", "--profiling=false",
             "--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
-        ])
-        self._wait_http("kube-apiserver", f"{state.server}/readyz", 120, tls="ca")
-
+        ]
         common = ["--bind-address=127.0.0.1", "--leader-elect=false", "--kube-api-qps=500",
                   "--kube-api-burst=1000"]
         cm_kubeconfig = self.dir / "controller-manager.kubeconfig"
-        self._spawn("kube-controller-manager", [
+        controller_manager = [
             self.binaries.path("kube-controller-manager"), f"--kubeconfig={cm_kubeconfig}",
             f"--authentication-kubeconfig={cm_kubeconfig}", f"--authorization-kubeconfig={cm_kubeconfig}",
             f"--secure-port={state.controller_manager_port}", *common,
+            # The service-account key makes the token controller fill ServiceAccount token Secrets (the
+            # least-privileged identity's kubeconfig carries one).
             f"--root-ca-file={pki / 'ca.crt'}", f"--service-account-private-key-file={pki / 'sa.key'}",
             "--use-service-account-credentials=false",
             # Simulated kubelets renew their leases every minute or two, not every 10 s.
@@ -238,22 +280,58 @@ class ControlPlane:
             "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
             "--concurrent-daemonset-syncs=4", "--concurrent-gc-syncs=40",
             "--cluster-cidr=10.244.0.0/16", "--allocate-node-cidrs=false",
-        ])
+        ]
         sched_kubeconfig = self.dir / "scheduler.kubeconfig"
-        self._spawn("kube-scheduler", [
+        scheduler = [
             self.binaries.path("kube-scheduler"), f"--kubeconfig={sched_kubeconfig}",
             f"--authentication-kubeconfig={sched_kubeconfig}", f"--authorization-kubeconfig={sched_kubeconfig}",
             f"--secure-port={state.scheduler_port}", *common,
-        ])
-        self._wait_http("kube-controller-manager", f"https://127.0.0.1:{state.controller_manager_port}/healthz",
-                        90, tls="self-signed")
-        self._wait_http("kube-scheduler", f"https://127.0.0.1:{state.scheduler_port}/healthz", 90, tls="self-signed")
+        ]
+        return [
+            Component("etcd", etcd, (state.etcd_port, state.etcd_peer_port),
+                      f"http://127.0.0.1:{state.etcd_port}/health", None, 60),
+            Component("kube-apiserver", apiserver, (state.api_port,), f"{state.server}/readyz", "ca", 120),
+            Component("kube-controller-manager", controller_manager, (state.controller_manager_port,),
+                      f"https://127.0.0.1:{state.controller_manager_port}/healthz", "self-signed", 90),
+            Component("kube-scheduler", scheduler, (state.scheduler_port,),
+                      f"https://127.0.0.1:{state.scheduler_port}/healthz", "self-signed", 90),
+        ]
+
+    def start(self) -> None:
+        etcd, apiserver, *controllers = self.components()
+        for component in (etcd, apiserver):  # each needs the one before it
+            self.spawn(component.name, component.command)
+            component.wait(self)
+        for component in controllers:
+            self.spawn(component.name, component.command)
+        for component in controllers:
+            component.wait(self)
+
+    def restart_stopped(self) -> list[str]:
+        """Start again, with the commands and ports of their first start, the processes that are not running
+        (the data in etcd, the certificates and every other process are kept), then wait until every component
+        is healthy; return the names restarted."""
+        restarted = []
+        for component in self.components():
+            if self.state.running(component.name):
+                continue
+            for port in component.ports:
+                if port_in_use(port):
+                    raise ClusterError(f"{component.name} is down and its port {port} is taken by another process; "
+                                       f"free it, or start a new cluster with 'simcluster up --fresh'")
+            self.spawn(component.name, self.state.commands.get(component.name) or component.command)
+            restarted.append(component.name)
+            # The API server needs etcd; the controllers need the API server: wait for each one restarted.
+            component.wait(self)
+        for component in self.components():
+            component.wait(self)  # a process that kept running may have lost etcd or the API server for a while
+        return restarted
 
     def stop(self) -> list[str]:
         """Stop every process this cluster started (newest first); return the names stopped."""
         stopped = []
         for name, pid in reversed(list(self.state.pids.items())):
-            if not pid_alive(pid):
+            if not self.state.running(name):
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
@@ -265,3 +343,18 @@ class ControlPlane:
                     os.killpg(pid, signal.SIGKILL)
             stopped.append(name)
         return stopped
+
+
+@dataclass(frozen=True)
+class Component:
+    """One control-plane process: its command, the ports it listens on and where it reports its health."""
+
+    name: str
+    command: list[str]
+    ports: tuple[int, ...]
+    health: str
+    tls: str | None  # "ca", "self-signed" or None (plain HTTP)
+    timeout: float
+
+    def wait(self, control_plane: ControlPlane) -> None:
+        control_plane._wait_http(self.name, self.health, self.timeout, self.tls)

@@ -6,11 +6,13 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from migrollout.kube import Connection, KubeClient, KubeError
+from simcluster import credential
 from simcluster import fleet as fleet_file
 from simcluster.sim import images, netns
 from simcluster.sim.containers import ContainerRuntime, RuntimeConfig
@@ -41,6 +43,17 @@ def container_runtime(api: KubeClient, state_dir: Path, fleet: fleet_file.Fleet,
         api_server=(server.hostname or "127.0.0.1", server.port or 443), service=kubernetes_service(api),
         backoff_initial_s=fleet.simulation.restart_backoff_s, backoff_max_s=fleet.simulation.restart_backoff_max_s)
     return ContainerRuntime(api, config, images.local_sources, changed=lambda node: simulator[0].queue.add(node))
+
+
+def revoke_expired_credentials(state_dir: Path, interval: float = 1.0) -> None:
+    """Revoke the exec credential plugin's tokens on time (simcluster.credential): a client that keeps a token
+    past its expiry is refused even while no other client runs the plugin. Runs as long as the daemon."""
+    while True:
+        time.sleep(interval)
+        try:
+            credential.revoke_expired(state_dir)
+        except (credential.CredentialError, OSError) as exc:
+            log.warning("revoking expired exec credentials: %s", exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     holder.append(simulator)
     signal.signal(signal.SIGTERM, lambda *_: simulator.stop())
     signal.signal(signal.SIGINT, lambda *_: simulator.stop())
+    threading.Thread(target=revoke_expired_credentials, args=(state_dir,), name="credentials", daemon=True).start()
     simulator.run(install_operator=args.install_operator)
     return 0
 

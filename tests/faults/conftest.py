@@ -2,9 +2,10 @@
 from outside (a frozen or killed control host, a flaky API server, bad settings, bad credentials, pods that
 come back), and every outcome read from the API server (taints, labels, records, pods, the Lease).
 
-The cluster, its objects and the playbook runners are the integration suite's (tests/integration/conftest.py,
-loaded here under its own name); what only faults need (a flaky TCP proxy in front of the API server, process
-control, a log of node changes) is below.
+The cluster comes from simcluster.testing, with the integration suite's assertions and playbook runners
+(tests/integration/conftest.py, loaded here under its own name); what only faults need (a flaky TCP proxy in front
+of the API server, process control, a log of node changes, the rollout's RBAC for its least-privileged identity)
+is below.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 _INTEGRATION = Path(__file__).resolve().parents[1] / "integration" / "conftest.py"
 _spec = importlib.util.spec_from_file_location("integration_conftest", _INTEGRATION)
@@ -34,6 +36,7 @@ _spec.loader.exec_module(integration)
 
 Cluster = integration.Cluster
 REPO = integration.REPO
+FLEETS = integration.FLEETS
 ansible_env = integration.ansible_env
 run_rollout = integration.run_rollout
 start_rollout = integration.start_rollout
@@ -79,14 +82,42 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # FAULTS_SIMCLUSTER_DIR: a cluster already up with tests/fleets/faults.yaml (simcluster --state-dir DIR up
     # --fleet tests/fleets/faults.yaml), kept between runs while working on a test.
     reuse = os.environ.get("FAULTS_SIMCLUSTER_DIR")
-    sim = Cluster(Path(reuse)) if reuse else integration.start_cluster(
+    sim = Cluster.attach(Path(reuse)) if reuse else Cluster.start(
         tmp_path_factory.mktemp("simcluster") / "faults", integration.FLEETS / "faults.yaml")
     try:
         _tolerate_maintenance(sim)
         yield sim
     finally:
         if not reuse:
-            integration.stop_cluster(sim)
+            sim.stop()
+
+
+RBAC = (REPO / "rbac" / "mig-rollout.yaml", REPO / "rbac" / "bind-example.yaml")
+
+
+@pytest.fixture
+def rollout_rbac(cluster: Cluster) -> Iterator[None]:
+    """The rollout's least-privilege roles bound to its identities, as an admin applies them (rbac/); removed
+    after the test, so the least-privileged identity has no rights again (test_04 counts on it)."""
+    files = [arg for path in RBAC for arg in ("-f", str(path))]
+    cluster.kubectl("apply", *files)
+    yield
+    cluster.kubectl("delete", "--ignore-not-found", *files)
+
+
+def unbind_service_account(cluster: Cluster) -> None:
+    """Take the least-privileged ServiceAccount out of every binding of rbac/bind-example.yaml (the group stays)."""
+    for document in yaml.safe_load_all(RBAC[1].read_text()):
+        if not document:
+            continue
+        kind = "clusterrolebindings" if document["kind"] == "ClusterRoleBinding" else "rolebindings"
+        namespace = document["metadata"].get("namespace")
+        path = (f"/apis/rbac.authorization.k8s.io/v1/{kind}/{document['metadata']['name']}" if namespace is None
+                else f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/{kind}/{document['metadata']['name']}")
+        binding = cluster.api.get(path)
+        subjects = [s for s in binding.get("subjects") or [] if s.get("kind") != "ServiceAccount"]
+        assert len(subjects) < len(binding.get("subjects") or []), f"{path} binds no ServiceAccount"
+        cluster.api.patch(path, {"subjects": subjects})
 
 
 class Runs:

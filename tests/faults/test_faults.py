@@ -10,15 +10,22 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import (
     CONFIG,
+    FLEETS,
+    LEASE,
+    RECORD,
     REPO,
     STATE,
+    Cluster,
     ansible_env,
     inject_fault,
     latest_report,
@@ -31,10 +38,14 @@ from conftest import (
     run_rollout,
     settled,
     taints,
+    unbind_service_account,
     wait_exit,
 )
 
 from migrollout import kube
+from migrollout.kube import KubeError
+from migrollout.processes import pid_alive
+from simcluster.testing import OPERATOR_USER
 
 TARGET = "all-1g.10gb"
 
@@ -72,6 +83,106 @@ def wait_running(cluster, namespace, app, count):
 def wait_pdb(cluster, namespace, name, healthy):
     cluster.wait(lambda: cluster.api.get(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}")
                  ["status"].get("currentHealthy") == healthy, what=f"PodDisruptionBudget {name} observed")
+
+
+# -- 1. Bearer tokens in a kubeconfig are never sent ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lease_holders(cluster) -> Iterator[list[str]]:
+    """The holders of the rollout Lease, in order, while the block runs (a watch as the admin)."""
+    holders: list[str] = []
+    stop = threading.Event()
+    namespace, name = LEASE.split("/namespaces/")[1].split("/leases/")
+
+    def run() -> None:
+        client = cluster.client()
+        while not stop.is_set():
+            with contextlib.suppress(KubeError):
+                for kind, lease_object in client.watch(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+                                                       field_selector=f"metadata.name={name}", timeout_seconds=2):
+                    holder = (lease_object.get("spec") or {}).get("holderIdentity")
+                    if kind in ("ADDED", "MODIFIED") and holder and holder not in holders:
+                        holders.append(holder)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    try:
+        yield holders
+    finally:
+        time.sleep(0.5)
+        stop.set()
+        thread.join(5)
+
+
+def refused_as_the_service_account(cluster, tmp_path, kubeconfig):
+    """Without the ServiceAccount's bindings, the same run is refused before anything changes, and the API
+    server names the ServiceAccount as who it saw."""
+    unbind_service_account(cluster)
+    result = run_rollout(cluster, tmp_path / "unbound", "-e", f"mig_config={TARGET}",
+                         env=ansible_env(cluster, KUBECONFIG=kubeconfig))
+    assert result.returncode != 0
+    assert lease(cluster) is None
+    assert (f"refused to list nodes (HTTP 403 Forbidden): it sees you as user {OPERATOR_USER} (groups "
+            f"system:serviceaccounts, system:serviceaccounts:mig-rollout)") in result.stdout, result.stdout[-2000:]
+
+
+def test_01_the_rollout_runs_as_the_service_account_of_a_token_kubeconfig(cluster, rollout_rbac, tmp_path):
+    node = nodes_of(cluster, "identity")[0]
+    kubeconfig = cluster.operator_kubeconfig
+    assert set(yaml.safe_load(Path(kubeconfig).read_text())["users"][0]["user"]) == {"token"}
+    with lease_holders(cluster) as holders:
+        result = run_rollout(cluster, tmp_path / "bound", "-e", f"mig_config={TARGET}", limit=node,
+                             env=ansible_env(cluster, KUBECONFIG=kubeconfig))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert settled(cluster, node, TARGET)
+    assert holders == [latest_report(tmp_path / "bound")["run"]]
+    refused_as_the_service_account(cluster, tmp_path, kubeconfig)
+    assert settled(cluster, node, TARGET)
+
+
+def test_01_the_rollout_runs_as_an_exec_plugin_identity_and_refreshes_expiring_tokens(cluster, rollout_rbac,
+                                                                                     tmp_path):
+    node = nodes_of(cluster, "identity")[1]
+    # Tokens that expire after 20 s and are revoked 10 s later: a run of a minute outlives several, so any of its
+    # clients that kept a token past its expiry (its lock renewer renews the Lease every 3 s) would be refused.
+    lifetime = 20
+    kubeconfig = cluster.exec_kubeconfig_for(tmp_path / "kubeconfig-exec", lifetime_s=lifetime)
+    inject_fault(cluster, node, "apply-delay-s", "45")
+    handed_out_before, revoked_before = len(cluster.credentials_handed_out()), len(cluster.credentials_revoked())
+    try:
+        with lease_holders(cluster) as holders:
+            result = run_rollout(cluster, tmp_path / "bound", "-e", f"mig_config={TARGET}",
+                                 "-e", "mig_rollout_lock_duration=10", limit=node,
+                                 env=ansible_env(cluster, KUBECONFIG=kubeconfig))
+        ended = time.time()
+    finally:
+        inject_fault(cluster, node, "apply-delay-s", None)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert settled(cluster, node, TARGET)
+    assert holders == [latest_report(tmp_path / "bound")["run"]]
+
+    handed_out = [entry for entry in cluster.credentials_handed_out()[handed_out_before:]
+                  if entry["lifetime"] == lifetime]
+    issued = {entry["secret"] for entry in handed_out if entry["event"] == "issued"}
+    # Tokens of the run were revoked while it still had 10 s to go (three Lease renewals) ...
+    revoked = {secret for entry in cluster.credentials_revoked()[revoked_before:] if entry["time"] < ended - 10
+               for secret in entry["secrets"]}
+    assert revoked & issued, (revoked, issued)
+    # ... and its long-lived clients (the lock renewer, the MIG apply's wait) ran the plugin again and went on
+    # with new tokens.
+    tokens_by_client: dict[int, set[str]] = defaultdict(set)
+    for entry in handed_out:
+        tokens_by_client[entry["client_pid"]].add(entry["secret"])
+    assert max(len(tokens) for tokens in tokens_by_client.values()) >= 3, dict(tokens_by_client)
+
+    # The API server authenticates the plugin's token as the ServiceAccount (its credential id is the token's).
+    seen = cluster.whoami(kubeconfig)
+    assert seen["username"] == OPERATOR_USER
+    latest = cluster.credentials_handed_out()[-1]
+    assert seen["extra"]["authentication.kubernetes.io/credential-id"] == [f"JTI={latest['jti']}"]
+    refused_as_the_service_account(cluster, tmp_path, kubeconfig)
 
 
 # -- 2. A run that lost its lock keeps going ------------------------------------------------------------------
@@ -153,9 +264,10 @@ def test_04_a_run_that_cannot_list_the_cluster_fails_naming_who_and_what(cluster
     cases = {
         "bad kubeconfig path": (str(tmp_path / "missing"), f"{tmp_path / 'missing'} does not exist"),
         "wrong token": (str(wrong), "refused the credentials (HTTP 401 Unauthorized)"),
-        # The non-admin identity, which nothing in this cluster binds to the rollout's roles.
+        # The least-privileged identity, which nothing in this cluster binds to the rollout's roles.
         "no rights": (cluster.operator_kubeconfig, "refused to list nodes (HTTP 403 Forbidden): it sees you as user "
-                                                   "mig-operator (groups mig-operators)"),
+                                                   f"{OPERATOR_USER} (groups system:serviceaccounts, "
+                                                   "system:serviceaccounts:mig-rollout)"),
     }
     nodes = nodes_of(cluster, "access")
     for case, (kubeconfig, expected) in cases.items():
@@ -207,8 +319,10 @@ def test_06_gpu_pods_that_tolerate_the_taint_get_the_node_cordoned_and_stay_off_
     node = nodes_of(cluster, "tolerate")[0]
     cluster.apply(gpu_deployment(namespace, "tolerant", node, tolerations=[{"key": "mig", "operator": "Exists"}]))
     [old] = wait_running(cluster, namespace, "tolerant", 1)
+    # The pod is pinned to the node (nowhere else to go): without the capacity check, to reach its evacuation.
     with node_changes(cluster, node) as changes:
-        result = run_rollout(cluster, tmp_path, "-e", f"mig_config={TARGET}", limit=node)
+        result = run_rollout(cluster, tmp_path, "-e", f"mig_config={TARGET}", "-e", "mig_rollout_capacity_policy=ignore",
+                             limit=node)
     assert result.returncode == 0, result.stdout[-3000:]
     assert settled(cluster, node, TARGET)
     # The node was cordoned as well as tainted while it was reconfigured, and both were undone.
@@ -422,7 +536,7 @@ def test_12_killing_ansible_playbook_stops_its_evacuation(cluster, runs, tmp_pat
     [pod] = wait_running(cluster, namespace, "held", 1)
     wait_pdb(cluster, namespace, "held", 1)
     run = runs.start(tmp_path, "-e", f"mig_config={TARGET}", "-e", "mig_rollout_evacuation_timeout=300",
-                     "-e", "mig_rollout_lock_duration=10", limit=node)
+                     "-e", "mig_rollout_lock_duration=10", "-e", "mig_rollout_capacity_policy=ignore", limit=node)
     cluster.wait(lambda: record(cluster, node), timeout=60, what="the node in maintenance")
     time.sleep(2)  # the evacuation is retrying the eviction the budget refuses
     os.kill(run.pid, signal.SIGKILL)  # ansible-playbook only: its worker process is left running
@@ -431,3 +545,62 @@ def test_12_killing_ansible_playbook_stops_its_evacuation(cluster, runs, tmp_pat
     cluster.api.delete(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/held")
     time.sleep(10)
     assert [p["metadata"]["uid"] for p in running(cluster, namespace, "held")] == [pod["metadata"]["uid"]]
+
+
+# -- 13. `simcluster up` on a cluster with a dead component deleted the cluster ----------------------------------
+
+
+def _kill(cluster, *names):
+    """SIGKILL these processes of the cluster; their pids before."""
+    pids = dict(cluster.state.pids)
+    for name in names:
+        os.kill(pids[name], signal.SIGKILL)
+    for name in names:
+        deadline = time.monotonic() + 10
+        while cluster.state.running(name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return pids
+
+
+def _running_pods(cluster, namespace, count):
+    pods = cluster.pods(namespace)
+    if len(pods) == count and all(p["status"].get("phase") == "Running" for p in pods):
+        return {p["metadata"]["uid"] for p in pods}
+    return None
+
+
+def test_13_up_restarts_a_dead_component_and_keeps_the_cluster_only_fresh_replaces_it(tmp_path):
+    # A cluster of its own: the suite's cluster must not lose its API server under another test.
+    options = ("--port", "0", "--fleet", str(FLEETS / "small.yaml"), "--simulated-operator")
+    with Cluster.start(tmp_path / "c", args=options) as cluster:
+        ca = Path(cluster.ca_file).read_bytes()
+        token = yaml.safe_load(Path(cluster.operator_kubeconfig).read_text())["users"][0]["user"]["token"]
+        namespace = cluster.namespace()
+        cluster.apply(gpu_deployment(namespace, "train", "a100-80gb-1", replicas=2))
+        pods = cluster.wait(lambda: _running_pods(cluster, namespace, 2), what="two GPU pods running")
+        cluster.annotate("a100-80gb-1", {RECORD: json.dumps({"step": "maintenance", "run": "in-flight"})})
+        admin = cluster.client()  # made before: the same address and CA must keep working
+
+        for dead in (("etcd", "simulator"), ("kube-apiserver",)):
+            before = _kill(cluster, *dead)
+            output = cluster.restart(*options)  # simcluster up, as a user runs it again
+            assert f"restarted {', '.join(dead)}" in output and "its state is kept" in output, output
+            after = cluster.state.pids
+            assert {name for name in before if before[name] != after[name]} == set(dead)
+            assert admin.request("GET", "/readyz") == "ok"
+            assert Path(cluster.ca_file).read_bytes() == ca
+            assert yaml.safe_load(Path(cluster.operator_kubeconfig).read_text())["users"][0]["user"]["token"] == token
+            assert {p["metadata"]["uid"] for p in cluster.pods(namespace)} == pods
+            assert record(cluster, "a100-80gb-1") == {"step": "maintenance", "run": "in-flight"}
+            assert cluster.labels("a100-80gb-1").get(STATE) == "success"
+            assert cluster.policy()["status"]["state"] == "ready"
+
+        # Destroying it takes asking: --fresh (or simcluster down).
+        old_pids = dict(cluster.state.pids)
+        output = cluster.restart("--fresh", *options)
+        assert "simcluster up --fresh: stopped" in output and f"removed {cluster.state_dir}" in output
+        assert not any(pid_alive(pid) for pid in old_pids.values())
+        assert Path(cluster.ca_file).read_bytes() != ca
+        assert record(cluster, "a100-80gb-1") is None
+        assert cluster.api.get_or_none(f"/api/v1/namespaces/{namespace}") is None
+        assert cluster.whoami(cluster.operator_kubeconfig)["username"] == OPERATOR_USER

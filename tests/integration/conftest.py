@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +17,12 @@ import pytest
 
 from migrollout import kube
 from migrollout.kube import Connection, KubeClient, KubeError
-from simcluster import binaries
+from simcluster import testing
+from simcluster.testing import SimCluster
 
 REPO = Path(__file__).resolve().parents[2]
 FLEETS = REPO / "tests" / "fleets"
-SIMCLUSTER = [sys.executable, "-m", "simcluster.cli"]
+SIMCLUSTER = testing.SIMCLUSTER
 
 
 @dataclass
@@ -45,31 +44,9 @@ class NodeWatch:
         return any(predicate(node) for _, node in self.events)
 
 
-class Cluster:
-    def __init__(self, state_dir: Path):
-        self.state_dir = state_dir
-        self.kubeconfig = str(state_dir / "kubeconfig")
-        self.operator_kubeconfig = str(state_dir / "kubeconfig-operator")
-        self.api = KubeClient.connect(Connection(kubeconfig=self.kubeconfig), pool_size=8)
-        found = binaries.find()
-        assert found is not None, "control-plane binaries are not built (make binaries)"
-        self.bin_dir = str(found.directory)
-
-    # -- environment for child processes (kubectl, ansible, helm) ---------------------------------------------
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env["KUBECONFIG"] = self.kubeconfig
-        env["PATH"] = f"{self.bin_dir}:{Path(sys.executable).parent}:{env.get('PATH', '')}"
-        env.update(extra)
-        return env
-
-    def kubectl(self, *args: str, check: bool = True, kubeconfig: str | None = None) -> subprocess.CompletedProcess:
-        env = self.env(KUBECONFIG=kubeconfig or self.kubeconfig)
-        result = subprocess.run([f"{self.bin_dir}/kubectl", *args], capture_output=True, text=True, env=env)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
-        return result
+class Cluster(SimCluster):
+    """The simulated cluster (started, stopped, its kubeconfigs and environment: simcluster.testing), with the
+    reads, writes and waits the tests assert with."""
 
     # -- reading -------------------------------------------------------------------------------------------------
 
@@ -83,10 +60,6 @@ class Cluster:
         return {k: v for k, v in (self.node(name)["status"].get("allocatable") or {}).items()
                 if k.startswith(prefix) and v != "0"}
 
-    def pods(self, namespace: str | None = None, **query: str) -> list[dict[str, Any]]:
-        items, _ = self.api.list(kube.pods_path(namespace), **query)
-        return items
-
     def policy(self) -> dict[str, Any]:
         return self.api.get("/apis/nvidia.com/v1/clusterpolicies/cluster-policy")
 
@@ -98,26 +71,7 @@ class Cluster:
     def annotate(self, name: str, values: dict[str, str | None]) -> None:
         self.api.patch(kube.node_path(name), {"metadata": {"annotations": values}})
 
-    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        return self.api.create(_collection_path(manifest), manifest)
-
-    def namespace(self) -> str:
-        name = f"t-{uuid.uuid4().hex[:8]}"
-        self.api.create("/api/v1/namespaces", {"metadata": {"name": name}})
-        return name
-
     # -- waiting -------------------------------------------------------------------------------------------------
-
-    def wait(self, predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            with contextlib.suppress(KubeError):
-                last = predicate()
-                if last:
-                    return last
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
     def wait_mig_state(self, name: str, state: str, timeout: float = 60) -> dict[str, str]:
         return self.wait(lambda: (labels := self.labels(name)).get("nvidia.com/mig.config.state") == state
@@ -166,30 +120,13 @@ class Cluster:
             thread.join(5)
 
 
-def _collection_path(manifest: dict[str, Any]) -> str:
-    api_version, kind = manifest["apiVersion"], manifest["kind"]
-    plural = {"Pod": "pods", "Deployment": "deployments", "DaemonSet": "daemonsets", "Job": "jobs",
-              "PodDisruptionBudget": "poddisruptionbudgets", "ConfigMap": "configmaps",
-              "StatefulSet": "statefulsets", "ReplicaSet": "replicasets", "Namespace": "namespaces",
-              "ClusterRoleBinding": "clusterrolebindings", "RoleBinding": "rolebindings"}[kind]
-    namespace = manifest["metadata"].get("namespace")
-    return kube.namespaced_path(api_version, plural, namespace)
-
-
 def start_cluster(state_dir: Path, fleet: Path | None = None, *args: str) -> Cluster:
-    command = [*SIMCLUSTER, "--state-dir", str(state_dir), "up", "--port", "0"]
-    if fleet is not None:
-        command += ["--fleet", str(fleet)]
-    started = time.monotonic()
-    result = subprocess.run([*command, *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"simcluster up failed:\n{result.stdout}\n{result.stderr}")
-    print(f"\nsimcluster up {' '.join(args)}: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    return Cluster(state_dir)
+    """``simcluster up --port 0 [--fleet FLEET] ARGS...``, ready (simcluster.testing)."""
+    return Cluster.start(state_dir, fleet, args=args)
 
 
 def stop_cluster(cluster: Cluster) -> None:
-    subprocess.run([*SIMCLUSTER, "--state-dir", str(cluster.state_dir), "down"], capture_output=True, text=True)
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")
