@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from migrollout import catalogue, clusterpolicy, labels, nodes
 from migrollout.kube import Connection, KubeClient, KubeError
 from simcluster import binaries, identities, operator_install, upstream
 from simcluster import fleet as fleet_file
@@ -28,7 +27,7 @@ from simcluster.controlplane import (
     free_port,
     port_in_use,
 )
-from simcluster.sim import containers, netns
+from simcluster.sim import containers, gpus, names, netns
 from simcluster.sim.simulator import REAL, SIMULATED
 
 DEFAULT_PORT = 6443
@@ -69,16 +68,16 @@ def _settled(api: KubeClient, expected: set[str], with_operator: bool) -> str:
         return f"{len(not_ready)} nodes not Ready or still tainted not-ready (e.g. {sorted(not_ready)[0]})"
     if not with_operator:
         return ""
-    policies, _ = api.list(clusterpolicy.path(), what="list ClusterPolicies")
-    if not policies or not clusterpolicy.is_ready(policies[0]):
+    policies, _ = api.list(names.POLICY_PATH, what="list ClusterPolicies")
+    if not policies or (policies[0].get("status") or {}).get("state") != "ready":
         return "ClusterPolicy not ready"
     for name in sorted(expected):
         node_labels = present[name]["metadata"].get("labels") or {}
-        if not any(node_labels.get(key) == "true" for key in labels.NFD_NVIDIA_PCI):
+        if not any(node_labels.get(key) == "true" for key in names.NFD_NVIDIA_PCI):
             continue
-        if labels.GPU_PRODUCT not in node_labels:
+        if names.GPU_PRODUCT not in node_labels:
             return f"node {name}: GPU feature discovery has not labelled it yet"
-        if node_labels.get(labels.MIG_CAPABLE) == "true" and node_labels.get(labels.MIG_CONFIG_STATE) != "success":
+        if node_labels.get(names.MIG_CAPABLE) == "true" and node_labels.get(names.MIG_CONFIG_STATE) != "success":
             return f"node {name}: MIG manager has not reported success yet"
         allocatable = present[name].get("status", {}).get("allocatable") or {}
         if not any(k.startswith("nvidia.com/") and v not in ("0", 0) for k, v in allocatable.items()):
@@ -88,8 +87,10 @@ def _settled(api: KubeClient, expected: set[str], with_operator: bool) -> str:
 
 def _node_ready(node: dict) -> bool:
     """Ready, and the node-lifecycle controller has lifted its not-ready taint."""
-    tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in nodes.node_taints(node))
-    return nodes.is_ready(node) and not tainted
+    tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in node.get("spec", {}).get("taints") or [])
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in node.get("status", {}).get("conditions") or [])
+    return ready and not tainted
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -120,7 +121,8 @@ def _start(directory: Path, args: argparse.Namespace, started: float) -> int:
         raise ClusterError(f"port {port} is in use on 127.0.0.1 (another cluster? run 'simcluster down' "
                            f"or choose one with --port)")
     operator = _operator_mode(args)
-    nvidia = _real_operator_prerequisites() if operator == REAL else None
+    # The simulated node agents judge MIG configs with NVIDIA's own mig-parted in every mode.
+    nvidia = _real_operator_prerequisites() if operator == REAL else upstream.build()
     built = binaries.build()
     directory.mkdir(parents=True, exist_ok=True)
     state = ClusterState(str(directory), port, free_port(), free_port(), free_port(), free_port(),
@@ -146,7 +148,7 @@ def _start(directory: Path, args: argparse.Namespace, started: float) -> int:
         install = ["--install-operator"] if not args.without_operator and operator == SIMULATED else []
         control_plane.spawn("simulator", command + install, restart_args=command)
         installed_at = None
-        if not args.without_operator and nvidia is not None:
+        if not args.without_operator and operator == REAL:
             # As an admin installs it: on a cluster whose nodes are all up.
             _wait_settled(state, fleet, False, control_plane, args.timeout)
             installed_at = time.time()
@@ -362,13 +364,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     ready = sum(1 for node in listed if _node_ready(node))
     print(f"API server {state.server} ({version}); nodes: {ready}/{len(listed)} Ready")
     try:
-        policies, _ = api.list(clusterpolicy.path())
+        policies, _ = api.list(names.POLICY_PATH)
     except KubeError:
         policies = []
     if policies:
         policy = policies[0]
         print(f"ClusterPolicy {policy['metadata']['name']}: {policy.get('status', {}).get('state', 'unknown')}, "
-              f"MIG strategy {clusterpolicy.strategy(policy)}")
+              f"MIG strategy {(policy.get('spec') or {}).get('mig', {}).get('strategy') or 'none (unset)'}")
     else:
         print("ClusterPolicy: none (GPU Operator not installed)")
     print(f"GPU Operator controller: {'NVIDIA' if state.operator == REAL else 'simulated'}")
@@ -413,9 +415,10 @@ def cmd_bin_dir(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    for model in catalogue.MODELS:
-        profiles = ", ".join(f"{p.name} x{p.max_count}" for p in model.profiles) or "no MIG"
-        print(f"{model.key:<16} {model.product:<44} 0x{model.pci_device_id}  {profiles}")
+    """The simulated GPU models a fleet file may name, and where their MIG facts come from."""
+    sources = {"recorded": "MIG: go-nvml's recorded table", "documented": "MIG: the MIG user guide", "": "no MIG"}
+    for model in gpus.described().models:
+        print(f"{model.key:<16} {model.product:<44} {model.device_id}  {sources[model.mig]}")
     return 0
 
 
@@ -449,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                              ("status", cmd_status, "show what runs"),
                              ("build", cmd_build, "build the control-plane binaries and NVIDIA's components"),
                              ("bin-dir", cmd_bin_dir, "print the directory of kubectl and helm"),
-                             ("models", cmd_models, "list the GPU models of the catalogue")):
+                             ("models", cmd_models, "list the simulated GPU models a fleet may name")):
         commands.add_parser(name, help=text).set_defaults(func=func)
     logs = commands.add_parser("logs", help="print the output of a container that runs for real")
     logs.add_argument("pod", help="NAMESPACE/POD")

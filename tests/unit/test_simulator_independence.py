@@ -15,10 +15,6 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "simcluster"
 ALLOWED = {"migrollout.kube", "migrollout.timestamps", "migrollout.processes"}
-# Files outside the simulator work that still use the toolkit; strict, so the marker must go when they are fixed.
-PENDING = {
-    "cli.py": "simcluster models lists the toolkit's catalogue; status reads clusterpolicy and nodes helpers",
-}
 
 
 def toolkit_imports(path: Path) -> list[tuple[int, str]]:
@@ -45,10 +41,7 @@ def forbidden(path: Path) -> list[str]:
 FILES = sorted(SRC.rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(path, id=str(path.relative_to(SRC)),
-                 marks=[pytest.mark.xfail(strict=True, reason=PENDING[path.name])] if path.name in PENDING else [])
-    for path in FILES])
+@pytest.mark.parametrize("path", [pytest.param(path, id=str(path.relative_to(SRC))) for path in FILES])
 def test_the_simulator_imports_nothing_of_the_toolkits_mig_knowledge(path):
     assert forbidden(path) == []
 
