@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from simcluster.testing import Cluster, start_cluster, stop_cluster
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-from conftest import Cluster, start_cluster, stop_cluster  # noqa: E402
 
 PLAYBOOK = """
 - name: Evacuate GPU pods

@@ -29,8 +29,8 @@ INVENTORY=(-i config/hosts.yml -i config/gpu_nodes.yml -i demo/inventory)
 step "The plan (check mode): what changes, what is skipped, which pods would be evicted"
 ansible-playbook "${INVENTORY[@]}" playbooks/mig-reconfigure.yml --check
 
-step "The rolling MIG reconfiguration, two nodes at a time"
-ansible-playbook "${INVENTORY[@]}" playbooks/mig-reconfigure.yml -e mig_rollout_serial=2
+step "The rolling MIG reconfiguration, at most two nodes at a time (a node starts as soon as another finishes)"
+ansible-playbook "${INVENTORY[@]}" playbooks/mig-reconfigure.yml -e mig_rollout_max_unavailable=2
 
 step "After: nodes, their MIG resources, and the workloads (the inference pods now have their MIG slices)"
 export KUBECONFIG="$ADMIN"

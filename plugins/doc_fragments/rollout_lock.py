@@ -26,4 +26,16 @@ options:
         description: The run's lock state file.
         type: path
         required: true
+      events:
+        description:
+          - Write a Kubernetes Event (C(events.k8s.io/v1)) on the node for each part of this step, reporting controller
+            C(nvidia.com/mig-rollout), the note naming the run (O(rollout_lock.holder)); best effort, a failed write is a
+            warning.
+        type: bool
+        default: false
+      slots_file:
+        description:
+          - The run's maintenance window, which the C(nvidia_mig.rollout.mig_window) strategy keeps. A step that puts a
+            node into maintenance does so only while the node holds a slot there.
+        type: path
 """

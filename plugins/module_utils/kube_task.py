@@ -105,6 +105,8 @@ def execute(spec: TaskSpec, params: dict[str, Any], check_mode: bool, diff: bool
         result = {"failed": True, "msg": str(exc)}
     result.setdefault("changed", False)
     result.setdefault("duration_s", ctx.elapsed())
+    if "api" in vars(ctx):  # the client was made (a cached_property): how many requests the task sent
+        result["api_requests"] = ctx.api.requests
     if ctx.warnings:
         result["warnings"] = ctx.warnings
     return result

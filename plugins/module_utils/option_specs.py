@@ -22,12 +22,28 @@ EVACUATION_SELECTION_SPEC: dict[str, dict[str, Any]] = {
     "force": {"type": "bool", "default": False},
 }
 
-# The rollout lock a step must still hold before it changes a node (the fence, migrollout.rollout.fence).
-# Doc fragment: rollout_lock.
+# How an evacuation runs, beside what it selects: k8s_node_evacuate's options, and mig_rollout_node's evacuation.
+EVACUATION_SPEC: dict[str, dict[str, Any]] = {
+    **EVACUATION_SELECTION_SPEC,
+    "disable_eviction": {"type": "bool", "default": False},
+    "grace_period": {"type": "int", "default": -1},
+    "timeout": {"type": "int", "default": 600},
+    "max_parallel": {"type": "int", "default": 10},
+}
+
+# The rollout lock a run holds (the fence, migrollout.rollout.fence): what the report reads.
+FENCE_OPTIONS: dict[str, dict[str, Any]] = {
+    "holder": {"type": "str", "required": True},
+    "namespace": {"type": "str"},
+    "state_file": {"type": "path", "required": True},
+}
+
+# The rollout a step belongs to: the lock it must still hold before it changes a node, whether it writes
+# Events, the run's maintenance window. Doc fragment: rollout_lock.
 ROLLOUT_LOCK_SPEC: dict[str, dict[str, Any]] = {
     "rollout_lock": {"type": "dict", "options": {
-        "holder": {"type": "str", "required": True},
-        "namespace": {"type": "str"},
-        "state_file": {"type": "path", "required": True},
+        **FENCE_OPTIONS,
+        "events": {"type": "bool", "default": False},
+        "slots_file": {"type": "path"},
     }},
 }

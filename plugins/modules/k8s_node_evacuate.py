@@ -155,13 +155,13 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
     run_module,
 )
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import (
-    EVACUATION_SELECTION_SPEC,
+    EVACUATION_SPEC,
     ROLLOUT_LOCK_SPEC,
 )
 
 try:
     from migrollout import nodes, selectors
-    from migrollout.evacuation.engine import Evacuator
+    from migrollout.evacuation.engine import Evacuator, pod_names
     from migrollout.evacuation.selection import Options, keeping_off
     from migrollout.rollout import fence
 except ImportError:  # run_module reports the missing package
@@ -169,20 +169,11 @@ except ImportError:  # run_module reports the missing package
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "name": {"type": "str", "required": True},
-    **EVACUATION_SELECTION_SPEC,
-    "disable_eviction": {"type": "bool", "default": False},
-    "grace_period": {"type": "int", "default": -1},
-    "timeout": {"type": "int", "default": 600},
-    "max_parallel": {"type": "int", "default": 10},
+    **EVACUATION_SPEC,
     "require_gpu": {"type": "bool", "default": True},
     "returning_pods": {"type": "str", "default": "warn", "choices": ["warn", "refuse"]},
     **ROLLOUT_LOCK_SPEC,
 }
-
-
-def _names(entries: list[dict[str, Any]]) -> str:
-    shown = ", ".join(f"{e['namespace']}/{e['name']}" for e in entries[:5])
-    return shown + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
@@ -212,7 +203,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         for warning in planned.warnings:
             ctx.warn(warning)
         if planned.refused:
-            raise TaskFailed(f"node {name}: cannot evacuate {_names(planned.refused)}: "
+            raise TaskFailed(f"node {name}: cannot evacuate {pod_names(planned.refused)}: "
                              f"{planned.refused[0]['reason']}", refused=planned.refused, **planned.as_dict())
         data = planned.as_dict()
         data["would_evict"] = data.pop("evicted")
@@ -223,15 +214,10 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     for warning in outcome.warnings:
         ctx.warn(warning)
     data = {"name": name, **outcome.as_dict()}
-    if outcome.refused:
-        raise TaskFailed(f"node {name}: cannot evacuate {_names(outcome.refused)}: {outcome.refused[0]['reason']}"
-                         + ("" if not outcome.evicted else f" ({len(outcome.evicted)} pods already left)"),
-                         changed=bool(outcome.evicted), refused=outcome.refused, **data)
-    if outcome.pending:
-        blockers = data["blocking_pdbs"]
-        blocked = f"; blocked by PodDisruptionBudget {', '.join(blockers)}" if blockers else ""
-        raise TaskFailed(f"node {name}: {len(outcome.pending)} pods still there after {params['timeout']} s: "
-                         f"{_names(outcome.pending)}{blocked}", changed=bool(outcome.evicted), **data)
+    problem = outcome.problem(name, params["timeout"])
+    if problem:
+        extra = {"refused": outcome.refused} if outcome.refused else {}
+        raise TaskFailed(problem, changed=bool(outcome.evicted), **extra, **data)
     return {"changed": bool(outcome.evicted), **data}
 
 

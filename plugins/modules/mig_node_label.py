@@ -52,6 +52,24 @@ options:
         (C(mig_rollout_reapply_failed), default true).
     type: bool
     default: false
+  checked:
+    description:
+      - What the rollout's plan found for this node when it checked it (O(config) is in the node's ConfigMap and
+        fits its GPUs, a MIG manager runs there), so the step reads neither the ConfigMap nor the MIG manager's
+        pod - C(gpu_count), the node's physical GPU count, and C(mode_change) (V(on), V(off) or empty), whether
+        the change switches MIG mode.
+      - A MIG manager that went away since is found when no final state came after
+        60 seconds (one LIST then); the failure then says so.
+    type: dict
+    suboptions:
+      gpu_count:
+        description: The node's physical GPU count.
+        type: int
+        required: true
+      mode_change:
+        description: Whether the change switches MIG mode on (V(on)) or off (V(off)) on some GPU.
+        type: str
+        default: ""
 extends_documentation_fragment:
   - nvidia_mig.rollout.kube_connection
   - nvidia_mig.rollout.mig_setup
@@ -140,7 +158,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import ROLLOUT_LOCK_SPEC
 
 try:
-    from migrollout import kube, labels, nodes
+    from migrollout import events, kube, labels, nodes
     from migrollout.catalogue import GpuModel
     from migrollout.migconfig import fit_problems
     from migrollout.migsetup import MigSetup, discover
@@ -156,6 +174,10 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "wait": {"type": "bool", "default": True},
     "timeout": {"type": "int", "default": 1800},
     "reapply": {"type": "bool", "default": False},
+    "checked": {"type": "dict", "options": {
+        "gpu_count": {"type": "int", "required": True},
+        "mode_change": {"type": "str", "default": ""},
+    }},
     "operator_namespace": {"type": "str"},
     "config_map": {"type": "str"},
     **ROLLOUT_LOCK_SPEC,
@@ -163,6 +185,8 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 
 BUSY_STATES = ("pending", "rebooting")
 CONFLICT_ATTEMPTS = 10  # the node changed between the read and the write: read it and decide again, this often
+# With the plan's checks (checked), the MIG manager pod is looked for only when no final state came this soon.
+MANAGER_LOOK_AFTER_S = 60
 
 
 def manager_running(ctx: TaskContext, setup: MigSetup, name: str) -> dict[str, Any] | None:
@@ -225,8 +249,11 @@ def _run_once(ctx: TaskContext, guard: Any) -> dict[str, Any]:
     name, config = params["name"], params["config"]
     node = nodes.read(ctx.api, name)
     model = nodes.require_mig_node(node)  # before reading the operator's settings: the clearer error first
-    setup = discover(ctx.api, name, params.get("operator_namespace"), params.get("config_map"), need_strategy=False)
-    validate(node, model, setup, config)
+    checked = params.get("checked")
+    setup = discover(ctx.api, name, params.get("operator_namespace"), params.get("config_map"), need_strategy=False,
+                     need_config=not checked)
+    if not checked:
+        validate(node, model, setup, config)
     current, state = nodes.mig_config(node), nodes.mig_state(node)
     result: dict[str, Any] = {"name": name, "config": config, "previous_config": current,
                               "previous_state": state, "config_map": f"{setup.namespace}/{setup.config_map}",
@@ -248,8 +275,9 @@ def _run_once(ctx: TaskContext, guard: Any) -> dict[str, Any]:
                          f"label now would race with it. Wait for it to finish, or, if it is stuck, restart the "
                          f"nvidia-mig-manager pod on the node", **result)
 
-    manager = manager_running(ctx, setup, name)
-    if manager is None and params["wait"]:
+    # The plan saw a MIG manager running there: look for it now only to restart it, or if the apply hangs.
+    manager = manager_running(ctx, setup, name) if not checked or retrigger else None
+    if manager is None and params["wait"] and (not checked or retrigger):
         raise TaskFailed(f"node {name}: no running MIG manager pod (namespace {setup.namespace}, app="
                          f"{labels.APP_MIG_MANAGER}); nothing would apply the config. Is "
                          f"{labels.DEPLOY_MIG_MANAGER}=true on the node?", **result)
@@ -296,14 +324,35 @@ def _run_once(ctx: TaskContext, guard: Any) -> dict[str, Any]:
         result["state"] = "" if writes else state
         return result
 
-    outcome = follow(ctx.api, name, config, version, params["timeout"], started,
-                     stop_check=lambda: guard.check(f"node {name}"))
-    hints = _hints(setup, model, node, current, config, manager)
-    return finish(result, outcome, started, params["timeout"], hints)
+    looked = {"done": bool(manager) or not checked}
+
+    def stop_check() -> None:
+        guard.check(f"node {name}")
+        if not looked["done"] and time.monotonic() - started >= MANAGER_LOOK_AFTER_S:
+            looked["done"] = True
+            if manager_running(ctx, setup, name) is None:
+                raise TaskFailed(f"node {name}: no MIG manager pod runs on the node any more (namespace "
+                                 f"{setup.namespace}, app={labels.APP_MIG_MANAGER}), and MIG config {config} was not "
+                                 f"applied after {MANAGER_LOOK_AFTER_S} s: nothing will apply it. Is "
+                                 f"{labels.DEPLOY_MIG_MANAGER}=true on the node?", **result)
+
+    outcome = follow(ctx.api, name, config, version, params["timeout"], started, stop_check=stop_check)
+    if outcome.final != "success" and manager is None:
+        manager = manager_running(ctx, setup, name)   # for the hints of a failure
+    hints = _hints(setup, model, node, current, config, manager, checked)
+    done = finish(result, outcome, started, params["timeout"], hints)
+    lock = params.get("rollout_lock") or {}
+    if lock.get("events") and done.get("state") == "success":
+        recorder = events.Recorder(ctx.api, lock["holder"])
+        recorder.emit(name, events.APPLIED, events.applied_note(lock["holder"], config, done.get("duration_s"),
+                                                                done.get("state", "")))
+        for warning in recorder.wait():
+            ctx.warn(warning)
+    return done
 
 
 def _hints(setup: MigSetup, model: GpuModel, node: dict[str, Any], current: str, config: str,
-           manager: dict[str, Any] | None) -> dict[str, str]:
+           manager: dict[str, Any] | None, checked: dict[str, Any] | None = None) -> dict[str, str]:
     """What to say if the apply fails (a reboot may be needed) or hangs (restart the MIG manager)."""
     hints = {}
     name = node["metadata"]["name"]
@@ -312,8 +361,11 @@ def _hints(setup: MigSetup, model: GpuModel, node: dict[str, Any], current: str,
         hints["pending"] = (f"if the MIG manager is stuck (mig-parted up to v0.15.0 leaves pending after a failed "
                             f"wait for operand pods), restart its pod: kubectl -n {meta['namespace']} delete pod "
                             f"{meta['name']}, then run the rollout again")
-    count = nodes.physical_gpu_count(node, setup.config, model)
-    change = mode_change(setup.config, current, config, model, count) if count else ""
+    if checked:
+        change = checked.get("mode_change") or ""
+    else:
+        count = nodes.physical_gpu_count(node, setup.config, model)
+        change = mode_change(setup.config, current, config, model, count) if count else ""
     if change and not (manager is not None and reboot_allowed(manager)):
         hints["failed"] = (f"this change turns MIG {change} on the GPUs of node {name}, which needs a GPU reset, or a "
                            f"reboot where the GPUs cannot be reset (GPUs in use, some VMs), and its MIG manager may "

@@ -100,10 +100,10 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 
 try:
     from migrollout import labels, nodes
-    from migrollout.kube import KubeError
     from migrollout.migsetup import discover
+    from migrollout.migstate import wait_advertised
     from migrollout.rollout import fence
-    from migrollout.verification import compare, expect
+    from migrollout.verification import expect
 except ImportError:  # run_module reports the missing package
     pass
 
@@ -140,29 +140,9 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         raise TaskFailed(f"node {name}: cannot tell how many GPUs it has from its labels; pass gpu_count")
     expectation = expect(setup.config, config, model, count, setup.strategy)
 
-    deadline = started + params["wait_timeout"]
-    comparison = compare(node, config, expectation)
-    version = node["metadata"]["resourceVersion"]
-    # GPU feature discovery and the device plugin catch up after the MIG manager's success: watch, don't poll.
-    while comparison.mismatches and time.monotonic() < deadline:
-        guard.check(f"node {name}")
-        try:
-            for kind, current in ctx.api.watch("/api/v1/nodes", resource_version=version, what=f"watch node {name}",
-                                               field_selector=f"metadata.name={name}",
-                                               timeout_seconds=max(1, min(int(deadline - time.monotonic()), 10))):
-                guard.check(f"node {name}")
-                if kind == "BOOKMARK":
-                    continue
-                version = current["metadata"]["resourceVersion"]
-                comparison = compare(current, config, expectation)
-                if not comparison.mismatches or time.monotonic() >= deadline:
-                    break
-        except KubeError as exc:
-            if not exc.gone:
-                raise
-            node = nodes.read(ctx.api, name)
-            version = node["metadata"]["resourceVersion"]
-            comparison = compare(node, config, expectation)
+    comparison, node = wait_advertised(ctx.api, name, config, expectation,
+                                       max(0.0, started + params["wait_timeout"] - time.monotonic()), node=node,
+                                       stop_check=lambda: guard.check(f"node {name}"))
     result = {
         "changed": False, "name": name, "config": config, "strategy": setup.strategy, "gpu_model": model.key,
         "gpu_count": count, "expected": comparison.expected, "actual": comparison.actual,

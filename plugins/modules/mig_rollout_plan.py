@@ -29,6 +29,15 @@ description:
     stop the real run there (C(blocked), C(pdb_blocked)), with a warning for each such node.
   - Pods are matched to O(pod_selector) exactly as the API server matches a label selector (set-based
     requirements included), so the listing is what the evacuation will select.
+  - Orders the nodes to change and schedules them (see the C(nvidia_mig.rollout.mig_window) strategy) - nodes
+    left in maintenance by an earlier run first; then nodes whose GPU pods can all move (or that have none),
+    with the window MIG mode changes (which may take a reboot) first, with batches the inventory's order; nodes
+    with GPU pods that have nowhere to go last. Each node gets its pool (C(pool)), why it is where it is
+    (C(position)) and the step it is expected to start at (C(start_step)). Where the GPU pods could go is estimated once for the whole run, node after node (see
+    C(migrollout.capacity) for the predicates checked and not checked); each node is checked again right
+    before its maintenance.
+  - Per-pool budgets are resolved against every GPU node of the cluster; the nodes out of service before the
+    run (cordoned, not Ready, tainted NoSchedule or NoExecute by someone else) count against their pools.
   - Changes nothing.
 options:
   nodes:
@@ -46,6 +55,14 @@ options:
     description: List the pods that would be evacuated from each node.
     type: bool
     default: false
+  settings:
+    description:
+      - The rollout's checked settings (M(nvidia_mig.rollout.mig_rollout_settings)); the scheduling ones are
+        used - C(mig_rollout_schedule), C(mig_rollout_max_unavailable), C(mig_rollout_serial),
+        C(mig_rollout_max_unavailable_per_pool), C(mig_rollout_pool_by), C(mig_rollout_pool_label),
+        C(mig_rollout_max_fail_percentage).
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - nvidia_mig.rollout.kube_connection
   - nvidia_mig.rollout.maintenance_taints
@@ -76,8 +93,20 @@ plan:
             reason: "all-disabled -> all-1g.10gb", gpu_model: A100-SXM4-80GB, gpu_count: 8,
             config_map: default-mig-parted-config, cordon: false, reapply: false, evict: [ml/train-0],
             blocked: [], returning: [], pdb_blocked: [], blockers: []}]
+schedule:
+  description: The schedule the C(nvidia_mig.rollout.mig_window) strategy follows (mode, window, batch size,
+    per-pool budgets, nodes out of service before the run per pool, failure budget).
+  returned: always
+  type: dict
+  sample: {mode: window, window: 10, batch_size: 1, pool_budgets: {a100: 2}, already_out: {a100: [gpu-9]},
+           max_failures: 0}
+expected_steps:
+  description: The number of steps (distinct start times) the schedule takes with equal node times.
+  returned: always
+  type: int
 lines:
-  description: The plan as lines an operator reads (one per node, with what will block the run there).
+  description: The plan as lines an operator reads (the schedule, then one per node in order, with its expected
+    step, pool, why it is there, and what will block the run there).
   returned: always
   type: list
   elements: str
@@ -128,6 +157,7 @@ try:
         NodePlan,
         order,
         plan_node,
+        schedule_rollout,
         untolerated,
     )
 except ImportError:  # run_module reports the missing package
@@ -139,6 +169,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "cordon": {"type": "bool", "default": False},
     "operator_namespace": {"type": "str"},
     "list_pods": {"type": "bool", "default": False},
+    "settings": {"type": "dict", "default": {}},
     **EVACUATION_SELECTION_SPEC,
 }
 
@@ -164,24 +195,43 @@ def gather(ctx: TaskContext, list_pods: bool) -> ClusterView:
     daemonsets, _ = api.list(kube.namespaced_path("apps/v1", "daemonsets", namespace),
                              what=f"list DaemonSets in {namespace}")
     # Every pod, once (one paginated LIST for the whole run): GPU pods that tolerate the maintenance taints
-    # decide whether a node must be cordoned as well.
-    pods, _ = api.list(kube.pods_path(), what="list pods", field_selector="spec.nodeName!=")
+    # decide whether a node must be cordoned as well; where the GPU pods to evict could go orders the nodes;
+    # GPU pods not bound yet claim room first.
+    pods, _ = api.list(kube.pods_path(), what="list pods")
     pods_by_node: dict[str, list[dict[str, Any]]] = {}
+    pending = []
     for pod in pods:
-        pods_by_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
+        if pod["spec"].get("nodeName"):
+            pods_by_node.setdefault(pod["spec"]["nodeName"], []).append(pod)
+        elif (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            pending.append(pod)
     pdbs = None
     if list_pods:
         pdbs, _ = api.list(kube.namespaced_path("policy/v1", "poddisruptionbudgets", None),
                            what="list PodDisruptionBudgets")
     return ClusterView({n["metadata"]["name"]: n for n in listed}, policy, namespace, clusterpolicy.strategy(policy),
-                       parsed, running, daemonsets, pods_by_node, pdbs)
+                       parsed, running, daemonsets, pods_by_node, pdbs, pending)
+
+
+def step_arguments(plan: NodePlan, view: ClusterView) -> dict[str, Any]:
+    """The node's plan, with what its steps take from it as ready arguments (one templated value per task
+    option: each costs every task time)."""
+    return {**plan.as_dict(),
+            "checked": {"gpu_count": plan.gpu_count, "mode_change": plan.mode_change},
+            "verify": {"config": plan.to_config, "expected": plan.expected, "config_map": plan.config_map,
+                       "operator_namespace": view.namespace, "strategy": view.strategy,
+                       "gpu_count": plan.gpu_count}}
 
 
 def describe(plan: NodePlan) -> str:
     """One line of the plan, as an operator reads it."""
     line = f"{plan.node}: {plan.action}: {plan.reason}"
+    if plan.start_step:
+        line = f"step {plan.start_step}: {line}; pool {plan.pool}; {plan.position}"
     if plan.evict:
         line += f"; evicts {', '.join(plan.evict)}"
+    if plan.stuck:
+        line += f"; NOWHERE TO GO (capacity policy decides): {'; '.join(plan.stuck)}"
     blockers = plan.blockers()
     if blockers:
         line += f"; WILL BLOCK: {'; '.join(blockers)}"
@@ -210,14 +260,23 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                          f"(such as all-1g.10gb), not {type(params['nodes'][wrong[0]]).__name__} "
                          f"{params['nodes'][wrong[0]]!r}")
     view = gather(ctx, params["list_pods"])
+    chosen = params["settings"]
     how = Maintenance(tuple(maintenance), params["cordon"], Options.from_params(params), pod_selector,
-                      params["list_pods"])
+                      params["list_pods"], pool_by=chosen.get("mig_rollout_pool_by") or "pool",
+                      pool_label=chosen.get("mig_rollout_pool_label") or "gpu-pool")
     plans = order([plan_node(view, name, desired, how) for name, desired in params["nodes"].items()])
+    try:
+        scheduled = schedule_rollout(view, plans, chosen, how)
+    except ValueError as exc:
+        raise TaskFailed(f"the rollout cannot start, nothing was changed: {exc}") from None
+    plans = scheduled.plans
     tolerations = untolerated(view.daemonsets, maintenance)
     result: dict[str, Any] = {
         "changed": False,
-        "plan": [p.as_dict() for p in plans],
-        "lines": [describe(p) for p in plans],
+        "plan": [step_arguments(p, view) for p in plans],
+        "lines": [scheduled.summary()] + [describe(p) for p in plans],
+        "schedule": scheduled.schedule.as_dict(),
+        "expected_steps": scheduled.simulation.steps,
         "namespace": view.namespace,
         "strategy": view.strategy,
         "counts": {action: sum(1 for p in plans if p.action == action) for action in (CHANGE, RESUME, SKIP, REFUSE)},

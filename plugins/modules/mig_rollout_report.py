@@ -108,7 +108,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
     TaskSpec,
     run_module,
 )
-from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import ROLLOUT_LOCK_SPEC
+from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import FENCE_OPTIONS
 
 try:
     from migrollout.rollout import fence
@@ -123,7 +123,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "results": {"type": "dict", "default": {}},
     "report_dir": {"type": "path"},
     "wall_s": {"type": "float"},
-    **ROLLOUT_LOCK_SPEC,
+    "rollout_lock": {"type": "dict", "options": FENCE_OPTIONS},
 }
 
 

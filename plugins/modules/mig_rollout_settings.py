@@ -76,6 +76,8 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     return value.ansible() if isinstance(value, settings.CountOrPercent) else value
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -199,6 +200,30 @@ def _path(template: str, **parts: str) -> str:
     return template.format(**{key: quote(value, safe="") for key, value in parts.items()})
 
 
+def _one_tls_context(pool_manager: urllib3.PoolManager, configuration: k8s_client.Configuration) -> None:
+    """Give every connection of the pool one TLS context, the CA bundle and the client certificate loaded once:
+    urllib3 otherwise reads and parses them again for each new connection (a step opens two or three: its
+    requests, a watch, its Events). Hostnames are still checked by urllib3, as before. Not behind a proxy,
+    whose own TLS settings stay urllib3's."""
+    settings = pool_manager.connection_pool_kw
+    if configuration.proxy or not configuration.host.startswith("https") or "ssl_context" in settings:
+        return
+    context = urllib3.util.ssl_.create_urllib3_context(cert_reqs=settings.get("cert_reqs"))
+    try:
+        if settings.get("cert_reqs") == ssl.CERT_REQUIRED:
+            if settings.get("ca_certs") or settings.get("ca_cert_data"):
+                context.load_verify_locations(cafile=settings.get("ca_certs"), cadata=settings.get("ca_cert_data"))
+            else:
+                context.load_default_certs()
+        if settings.get("cert_file"):
+            context.load_cert_chain(settings["cert_file"], settings.get("key_file"))
+    except (OSError, ValueError):  # ssl.SSLError included: left to urllib3, whose request reports it as before
+        return
+    for key in ("ca_certs", "ca_cert_data", "cert_file", "key_file"):
+        settings.pop(key, None)
+    settings["ssl_context"] = context
+
+
 class KubeClient:
     """Plain-dict access to the API server. Thread-safe (urllib3 pool)."""
 
@@ -214,7 +239,9 @@ class KubeClient:
             except ValueError:
                 retry_budget_s = RETRY_BUDGET_S
         self.retry_budget_s = retry_budget_s
+        self.requests = 0      # requests sent (attempts included), for the steps' request counts
         self._rest = rest.RESTClientObject(configuration)
+        _one_tls_context(self._rest.pool_manager, configuration)
         if not configuration.verify_ssl:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -259,6 +286,7 @@ class KubeClient:
 
     def _request_once(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any,
                       content_type: str, what: str, timeout: float | None, stream: bool) -> Any:
+        self.requests += 1
         url = self.host + path
         params = {key: value for key, value in (query or {}).items() if value is not None}
         if params:

@@ -12,6 +12,7 @@ from migrollout import labels, nodes
 from migrollout.catalogue import GpuModel
 from migrollout.kube import KubeClient, KubeError
 from migrollout.migconfig import MigPartedConfig, resolve
+from migrollout.verification import Comparison, Expectation, compare
 
 # While a stop check is given, a watch is re-opened at least this often so the check runs even when the node
 # does not change (a long MIG apply).
@@ -97,6 +98,44 @@ def follow(api: KubeClient, name: str, config: str, since_version: str, timeout:
                 raise
             version = ""  # expired: the next watch starts with the node as it is now
     return result
+
+
+def wait_advertised(api: KubeClient, name: str, config: str, expectation: Expectation, timeout: float,
+                    node: dict[str, Any] | None = None, stop_check: Callable[[], None] | None = None,
+                    ) -> tuple[Comparison, dict[str, Any]]:
+    """Wait until node ``name`` advertises what ``config`` must produce (GPU feature discovery and the device
+    plugin catch up after the MIG manager's success), or ``timeout`` seconds pass: the last comparison and
+    the node as last seen. With ``node`` (as the caller just read it) it is judged first and watched from
+    its version; without, the watch's first event is the node as it is now (no separate read)."""
+    check = stop_check or (lambda: None)
+    deadline = time.monotonic() + timeout
+    version = node["metadata"]["resourceVersion"] if node is not None else None
+    comparison = compare(node, config, expectation) if node is not None else None
+    while comparison is None or (comparison.mismatches and time.monotonic() < deadline):
+        check()
+        try:
+            for kind, current in api.watch("/api/v1/nodes", resource_version=version, what=f"watch node {name}",
+                                           field_selector=f"metadata.name={name}",
+                                           timeout_seconds=max(1, min(int(deadline - time.monotonic()),
+                                                                      STOP_CHECK_EVERY_S))):
+                check()
+                if kind == "BOOKMARK":
+                    continue
+                if kind == "DELETED":
+                    raise nodes.NodeGone(f"node {name} was deleted while waiting for it to advertise {config}")
+                version, node = current["metadata"]["resourceVersion"], current
+                comparison = compare(current, config, expectation)
+                if not comparison.mismatches or time.monotonic() >= deadline:
+                    break
+        except KubeError as exc:
+            if not exc.gone:
+                raise
+            version = None  # expired: the next watch starts with the node as it is now
+        if comparison is None and time.monotonic() >= deadline:
+            node = nodes.read(api, name)
+            comparison = compare(node, config, expectation)
+    assert node is not None
+    return comparison, node
 
 
 def mode_change(config: MigPartedConfig, current: str, wanted: str, model: GpuModel, gpu_count: int) -> str:

@@ -169,14 +169,16 @@ Mutation = Callable[[Node], dict[str, Any] | None]
 
 
 def update(api: KubeClient, name: str, mutate: Mutation, dry_run: bool = False,
-           what: str = "") -> tuple[Node, Node, bool]:
+           what: str = "", current: Node | None = None) -> tuple[Node, Node, bool]:
     """Read the node, let ``mutate`` compute a merge patch from it, and write it with the node's
     resourceVersion as a precondition, retrying on conflict so a concurrent writer's change is
     never overwritten. Returns (before, after, changed). ``dry_run`` asks the server to validate
-    the write without persisting it (check mode)."""
+    the write without persisting it (check mode). ``current``: the node as the caller just saw it (a watch),
+    tried first instead of a read; a conflict reads it again."""
+    known = [current] if current is not None else []
 
     def attempt() -> tuple[Node, Node, bool]:
-        before = read(api, name)
+        before = known.pop() if known else read(api, name)
         patch = mutate(before)
         if not patch:
             return before, before, False

@@ -131,7 +131,7 @@ def stop_cluster(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The shared simulated cluster: integration fleet, GPU Operator simulated (mixed strategy)."""
+    """The shared simulated cluster: integration fleet, NVIDIA's GPU Operator installed by `up` (mixed strategy)."""
     sim = start_cluster(tmp_path_factory.mktemp("simcluster") / "shared", FLEETS / "integration.yaml")
     yield sim
     stop_cluster(sim)

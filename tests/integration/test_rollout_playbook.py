@@ -39,16 +39,17 @@ def test_blocked_evacuation_fails_the_node_rolls_it_back_and_keeps_it_out_of_ser
                  ["status"].get("currentHealthy") == 1, what="PDB observed")
 
     # The shared cluster's operator does not tolerate a mig taint: roll out with a cordon instead.
+    # The pod has nowhere else to go: with the capacity check it would be left alone; this tests the evacuation.
     result = rollout(cluster, node, tmp_path, "-e", "mig_config=all-1g.10gb", "-e", "mig_rollout_cordon=true",
-                     "-e", json.dumps({"mig_rollout_maintenance_taints": []}),
+                     "-e", json.dumps({"mig_rollout_maintenance_taints": []}), "-e", "mig_rollout_capacity_policy=ignore",
                      "-e", "mig_rollout_evacuation_timeout=5", "-e", "mig_rollout_rollback_on_failure=true")
     assert result.returncode != 0
     assert (tmp_path / "latest.json").exists(), result.stdout[-3000:]
     report = json.loads((tmp_path / "latest.json").read_text())
     row = report["nodes"][0]
     assert row["result"] == "failed"
-    assert row["reason"].startswith(f"{node}: step 'Evacuate the node's GPU workloads' failed: node {node}: "
-                                    f"1 pods still there after 5 s")
+    assert row["reason"].startswith(f"{node}: step 'Put the node into maintenance and move its GPU workloads off' "
+                                    f"failed: node {node}: 1 pods still there after 5 s")
     assert f"blocked by PodDisruptionBudget {namespace}/pinned" in row["reason"]
     assert "rolled back to all-disabled" in row["reason"]
 
@@ -63,7 +64,8 @@ def test_blocked_evacuation_fails_the_node_rolls_it_back_and_keeps_it_out_of_ser
     # Once the budget allows it, the next run resumes the node first, completes it, and undoes only the cordon.
     cluster.api.delete(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/pinned")
     again = rollout(cluster, node, tmp_path, "-e", "mig_config=all-1g.10gb", "-e", "mig_rollout_cordon=true",
-                    "-e", json.dumps({"mig_rollout_maintenance_taints": []}), "-e", "mig_rollout_evacuation_timeout=30")
+                    "-e", json.dumps({"mig_rollout_maintenance_taints": []}), "-e", "mig_rollout_evacuation_timeout=30",
+                    "-e", "mig_rollout_capacity_policy=ignore")
     assert again.returncode == 0, again.stdout[-3000:]
     report = json.loads((tmp_path / "latest.json").read_text())
     assert report["nodes"][0]["result"] == "resumed"
@@ -103,7 +105,8 @@ def test_a_pools_group_vars_set_its_nodes_rollout_settings_only(cluster, node_po
 
     result = run_rollout(cluster, tmp_path / "reports", "-i", str(inventory), "-e", "mig_config=all-1g.10gb",
                          "-e", "mig_rollout_cordon=true", "-e", json.dumps({"mig_rollout_maintenance_taints": []}),
-                         "-e", "mig_rollout_max_fail_percentage=100", limit=f"{fast},{slow}")
+                         "-e", "mig_rollout_max_fail_percentage=100", "-e", "mig_rollout_capacity_policy=ignore",
+                         limit=f"{fast},{slow}")
     assert result.returncode != 0
     # What each node's record says on the API server: each evacuation waited its pool's time.
     for node, seconds in ((fast, 3), (slow, 8)):

@@ -21,7 +21,7 @@ from migrollout.rollout.plan import (
     plan_node,
     untolerated,
 )
-from migrollout.rollout.report import entries, table
+from migrollout.rollout.report import entries, summary, table
 from migrollout.taints import Taint, tolerates
 
 MAINTENANCE = [Taint("mig", "NoSchedule", "maintenance")]
@@ -162,13 +162,15 @@ def test_report_rows_and_table():
             {"node": "b", "action": "change", "from_config": "x", "to_config": "y", "reason": ""},
             {"node": "c", "action": "skip", "from_config": "y", "to_config": "y", "reason": "already"},
             {"node": "d", "action": "change", "from_config": "x", "to_config": "y", "reason": ""}]
-    results = {"begin": {"a": {"duration_s": 0.1}}, "evacuate": {"a": {"duration_s": 1.0, "evicted": [{"name": "p"}]}},
-               "label": {"a": {"duration_s": 30.0}}, "verify": {"a": {"duration_s": 2.0}},
-               "finish": {"a": {"duration_s": 0.1}},
+    results = {"begin": {"a": {"steps": {"maintenance": 0.1, "evacuate": 1.0},
+                               "evacuation": {"evicted": [{"name": "p"}]}}},
+               "label": {"a": {"duration_s": 30.0}}, "finish": {"a": {"steps": {"verify": 2.0, "finish": 0.1}}},
+               "slot": {"a": {"started": "2026-11-29T03:00:00.000Z", "finished": "2026-11-29T03:00:33.300Z"}},
                "outcome": {"b": {"result": "failed", "reason": "b: step 'x' failed: boom", "steps": {}, "evicted": []}}}
     rows = entries(plan, results)
     assert [r["result"] for r in rows] == ["done", "failed", "skipped", "not started"]
     assert rows[0]["evicted"] == ["p"] and rows[0]["steps"]["label"] == 30.0
+    assert rows[0]["started"] == "2026-11-29T03:00:00.000Z" and rows[0]["finished"].endswith("33.300Z")
     text = table(rows)
     assert text[0].split() == ["NODE", "FROM", "->", "TO", "RESULT", "MAINTENANCE", "EVACUATE", "LABEL", "VERIFY",
                                "FINISH", "TOTAL", "EVICTED"]
@@ -258,3 +260,19 @@ def test_report_says_the_lock_was_lost():
     rows = entries([{"node": "a", "action": "change", "from_config": "x", "to_config": "y", "reason": ""}], {})
     assert table(rows, "another run took the Lease gpu-operator/mig-rollout over")[-1].startswith(
         "LOCK LOST: another run took the Lease gpu-operator/mig-rollout over; this run stopped")
+
+
+def test_report_names_nodes_skipped_for_capacity_and_why_others_never_started():
+    plan = [{"node": n, "action": "change", "from_config": "x", "to_config": "y", "reason": ""} for n in "abc"]
+    results = {"begin": {"a": {"capacity_refused": True, "reason": "node a was not touched: 1 GPU pod(s) would have "
+                                                                   "nowhere to go: ml/p: 0/3 nodes are available",
+                               "room": {"stuck": ["ml/p: 0/3 nodes are available"]}}},
+               "not_started": {"b": "the failure budget is spent: 1 node(s) failed, at most 0 allowed"}}
+    rows = entries(plan, results)
+    assert [r["result"] for r in rows] == ["skipped", "not started", "not started"]
+    assert rows[0]["stuck"] == ["ml/p: 0/3 nodes are available"]
+    assert summary(rows) == {"skipped": 1, "no room": 1, "not started": 2}
+    assert rows[1]["reason"].startswith("the failure budget is spent")
+    assert rows[2]["reason"] == "the rollout stopped before this node"
+    text = table(rows)
+    assert "a: node a was not touched: 1 GPU pod(s) would have nowhere to go: ml/p: 0/3 nodes are available" in text

@@ -45,18 +45,21 @@ TABLE = [
 
 @pytest.mark.parametrize(("name", "value", "error"), TABLE)
 def test_table(name, value, error):
+    # serial batches only with the batches schedule (the window is the default)
+    settings = {name: value, **({"mig_rollout_schedule": "batches"} if name == "mig_rollout_serial" else {})}
     if error is None:
-        check({name: value})
+        check(settings)
         return
     with pytest.raises(SettingError) as raised:
-        check({name: value})
+        check(settings)
     [problem] = raised.value.problems
     assert problem.startswith(f"{name} is {value!r}" if isinstance(value, str) else f"{name} is {value}")
     assert error in problem
 
 
 def test_normalized_values():
-    checked = check({"mig_rollout_serial": "10%", "mig_rollout_evacuation_timeout": "60", "mig_rollout_cordon": "yes"})
+    checked = check({"mig_rollout_schedule": "batches", "mig_rollout_serial": "10%",
+                     "mig_rollout_evacuation_timeout": "60", "mig_rollout_cordon": "yes"})
     assert checked["mig_rollout_serial"] == CountOrPercent(10, percent=True)
     assert checked["mig_rollout_serial"].of(25) == 2 and CountOrPercent(1, percent=True).of(10) == 1
     assert checked["mig_rollout_evacuation_timeout"] == 60 and checked["mig_rollout_cordon"] is True
@@ -92,3 +95,46 @@ def test_every_setting_has_a_role_default():
     defaults = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles/mig_rollout/defaults/main.yml").read_text())
     assert {s.name for s in SETTINGS} == {name for name in defaults if name.startswith("mig_rollout_")}
     assert check({name: value for name, value in defaults.items() if "{{" not in str(value)})
+
+
+SCHEDULING = [
+    ("mig_rollout_schedule", "window", None),
+    ("mig_rollout_schedule", "batches", None),
+    ("mig_rollout_schedule", "serial", "it must be one of window, batches, not the text 'serial'"),
+    ("mig_rollout_max_unavailable", "10%", None),
+    ("mig_rollout_max_unavailable", 0, "it must be at least 1 node (or a percentage such as 10%)"),
+    ("mig_rollout_serial", None, None),
+    ("mig_rollout_max_unavailable_per_pool", None, None),
+    ("mig_rollout_max_unavailable_per_pool", "25%", None),
+    ("mig_rollout_max_unavailable_per_pool", {"a100": 2, "h100": "10%"}, None),
+    ("mig_rollout_max_unavailable_per_pool", {"a100": 0}, "(pool a100: 0 is not; it must be at least 1 node"),
+    ("mig_rollout_pool_by", "product", None),
+    ("mig_rollout_pool_by", "zone", "it must be one of pool, product"),
+    ("mig_rollout_capacity_policy", "wait", None),
+    ("mig_rollout_capacity_policy", "skip", "it must be one of refuse, wait, ignore"),
+    ("mig_rollout_capacity_timeout", 0, "it must be a whole number of seconds, at least 1"),
+    ("mig_rollout_events", "no", None),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "error"), SCHEDULING)
+def test_scheduling_settings(name, value, error):
+    settings = {"mig_rollout_schedule": "batches", name: value}   # batches: serial may be set
+    if error is None:
+        check(settings)
+        return
+    with pytest.raises(SettingError) as raised:
+        check(settings)
+    [problem] = raised.value.problems
+    assert problem.startswith(f"{name} is ") and error in problem
+
+
+def test_serial_with_the_window_is_refused_naming_both_settings():
+    with pytest.raises(SettingError) as raised:
+        check({"mig_rollout_serial": "10%"})
+    [problem] = raised.value.problems
+    assert problem.startswith("mig_rollout_serial is 10% but mig_rollout_schedule is window (the default)")
+    assert "mig_rollout_max_unavailable" in problem and "mig_rollout_schedule: batches" in problem
+    assert check({"mig_rollout_serial": "10%", "mig_rollout_schedule": "batches"})["mig_rollout_serial"] \
+        == CountOrPercent(10, percent=True)
+    assert check({"mig_rollout_serial": None})["mig_rollout_serial"] is None

@@ -69,6 +69,22 @@ class EvacuationResult:
             "duration_s": round(self.duration_s, 3),
         }
 
+    def problem(self, node: str, timeout: float) -> str:
+        """Why the evacuation of ``node`` did not complete, in one sentence ("" when it did)."""
+        if self.refused:
+            return (f"node {node}: cannot evacuate {pod_names(self.refused)}: {self.refused[0]['reason']}"
+                    + ("" if not self.evicted else f" ({len(self.evicted)} pods already left)"))
+        if self.pending:
+            blockers = sorted(set(self.blocking_pdbs))
+            blocked = f"; blocked by PodDisruptionBudget {', '.join(blockers)}" if blockers else ""
+            return f"node {node}: {len(self.pending)} pods still there after {timeout:g} s: {pod_names(self.pending)}{blocked}"
+        return ""
+
+
+def pod_names(entries: list[dict[str, Any]]) -> str:
+    shown = ", ".join(f"{e['namespace']}/{e['name']}" for e in entries[:5])
+    return shown + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+
 
 def _pdb_from_causes(error: KubeError) -> str | None:
     for message in error.causes("DisruptionBudget"):

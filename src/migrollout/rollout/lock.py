@@ -31,7 +31,7 @@ from typing import Any
 from migrollout import kube
 from migrollout.kube import Connection, KubeClient, KubeError
 from migrollout.processes import pid_alive
-from migrollout.rollout import fence
+from migrollout.rollout import fence, slots
 from migrollout.timestamps import micro_time_text, time_text
 
 LEASE_NAME = "mig-rollout"
@@ -216,6 +216,7 @@ class Renewer:
         self.watch_pid = watch_pid
         self.state_file = state_file
         self.interval = max(1.0, duration_s / 3)
+        self.published: str | None = None     # the slots last published in the Lease
 
     def _record(self, **changes: Any) -> None:
         current = fence.read(self.state_file)
@@ -228,12 +229,18 @@ class Renewer:
     def renew_once(self) -> str | None:
         """One renewal; returns why the lock is lost, or None while it is held."""
         started = fence.boottime()
+        patch = [{"op": "test", "path": "/spec/holderIdentity", "value": self.holder},
+                 {"op": "replace", "path": "/spec/renewTime", "value": micro_time_text()}]
+        # The maintenance window's slots, when they changed: published with the renewal (no request of their own),
+        # so they show on the cluster and expire with the Lease.
+        window = slots.published(slots.path_for(self.state_file))
+        if window is not None and window != self.published:
+            patch.append({"op": "add", "path": "/metadata/annotations/" + slots.ANNOTATION.replace("/", "~1"),
+                          "value": window})
         try:
             # One request: the test fails (422) if the Lease is no longer ours, so we never renew another's.
-            self.api.patch(lease_path(self.namespace),
-                           [{"op": "test", "path": "/spec/holderIdentity", "value": self.holder},
-                            {"op": "replace", "path": "/spec/renewTime", "value": micro_time_text()}],
-                           content_type=kube.JSON_PATCH, what="renew the rollout Lease")
+            self.api.patch(lease_path(self.namespace), patch, content_type=kube.JSON_PATCH,
+                           what="renew the rollout Lease")
         except KubeError as exc:
             if exc.not_found:
                 return f"the Lease {self.namespace}/{LEASE_NAME} was deleted (released, or another run finished with it)"
@@ -241,6 +248,8 @@ class Renewer:
                 return f"another run took the Lease {self.namespace}/{LEASE_NAME} over"
             print(f"renewal failed: {exc.one_line()}", flush=True)
             return None
+        if window is not None:
+            self.published = window
         state = fence.read(self.state_file)
         self._record(confirmed=started, renewals=(state.renewals + 1) if state else 1)
         return None

@@ -8,16 +8,18 @@ first node is touched.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from migrollout import clusterpolicy, labels, nodes, selectors, taints
+from migrollout import capacity, clusterpolicy, labels, nodes, selectors, taints
 from migrollout.evacuation.selection import DELETE, EVICT, Options, comes_back, keeping_off
 from migrollout.evacuation.selection import REFUSE as REFUSE_POD
 from migrollout.evacuation.selection import plan as evacuation_plan
 from migrollout.migconfig import MigPartedConfig, fit_problems
-from migrollout.rollout import record
+from migrollout.migstate import mode_change
+from migrollout.rollout import record, schedule
 from migrollout.taints import Taint, tolerates
 from migrollout.verification import compare, expect
 
@@ -42,6 +44,12 @@ class NodePlan:
     blocked: list[str] = field(default_factory=list)      # pods the evacuation would refuse (the run stops there)
     returning: list[str] = field(default_factory=list)    # GPU pods that tolerate the maintenance taints
     pdb_blocked: list[str] = field(default_factory=list)  # pods whose PodDisruptionBudget allows no disruption now
+    pool: str = ""                  # the pool its budget counts in (rollout.schedule.pool_of)
+    mode_change: str = ""           # "on"/"off" when the change switches MIG mode (may take a reboot)
+    expected: dict[str, Any] | None = None  # what it must advertise once at to_config (verification.expect)
+    stuck: list[str] = field(default_factory=list)        # GPU pods with nowhere to go now (capacity estimate)
+    position: str = ""              # why it is where it is in the order
+    start_step: int = 0             # when it is expected to start (1: at once), with equal node times
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "blockers": self.blockers()}
@@ -65,6 +73,7 @@ class ClusterView:
     daemonsets: list[dict[str, Any]]
     pods_by_node: Mapping[str, list[dict[str, Any]]] | None = None
     pdbs: list[dict[str, Any]] | None = None          # PodDisruptionBudgets (check mode)
+    pending_pods: list[dict[str, Any]] = field(default_factory=list)  # not bound to a node yet
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class Maintenance:
     evacuation: Options | None = None
     pod_selector: selectors.Selector = selectors.EVERYTHING
     list_pods: bool = False          # name the pods (check mode), not only judge them
+    pool_by: str = "pool"            # how nodes are grouped for per-pool budgets (rollout.schedule.pool_of)
+    pool_label: str = schedule.DEFAULT_POOL_LABEL
 
 
 def untolerated(daemonsets: list[dict[str, Any]], maintenance: list[Taint]) -> list[str]:
@@ -173,6 +184,11 @@ def plan_node(view: ClusterView, name: str, desired: str | None,
     else:
         plan.reason = f"{current or '(no config)'} -> {desired}"
     plan.reapply = current == desired and state == "failed"
+    plan.pool = schedule.pool_of(node, maintenance.pool_by, maintenance.pool_label)
+    plan.mode_change = mode_change(config, plan.from_config or current, desired, model, count)
+    with contextlib.suppress(ValueError):
+        expectation = expect(config, desired, model, count, view.strategy)
+        plan.expected = {"resources": expectation.resources, "labels": expectation.labels}
     if view.pods_by_node is not None and maintenance.evacuation is not None and plan.action in (CHANGE, RESUME):
         _judge_pods(view, node, plan, maintenance)
     return plan
@@ -229,3 +245,78 @@ def _budget_blocks(pod: dict[str, Any], pdbs: list[dict[str, Any]]) -> str:
 def order(plans: list[NodePlan]) -> list[NodePlan]:
     """Nodes left in maintenance by an earlier run first, then the rest in inventory order."""
     return [p for p in plans if p.action == RESUME] + [p for p in plans if p.action != RESUME]
+
+
+@dataclass
+class Scheduled:
+    """The plan's order, the schedule the window strategy follows, and its simulation for check mode."""
+
+    plans: list[NodePlan]
+    schedule: schedule.Schedule
+    simulation: schedule.Simulation
+
+    def summary(self) -> str:
+        budgets = ", ".join(f"{pool} {count}" for pool, count in sorted(self.schedule.pool_budgets.items()))
+        out = sum(len(nodes) for nodes in self.schedule.already_out.values())
+        how = (f"window of {self.schedule.window} node(s)" if self.schedule.mode == schedule.WINDOW
+               else f"batches of {self.schedule.batch_size} node(s)")
+        return (f"schedule: {how}" + (f", per-pool budgets {budgets}" if budgets else "")
+                + (f" ({out} node(s) out of service before the run count against their pools)" if out else "")
+                + f", failure budget {self.schedule.max_failures}; {len(self.schedule.nodes)} node(s) in "
+                + f"{self.simulation.steps} expected step(s) (equal node times)"
+                + (f"; {len(self.simulation.never)} node(s) could never start: "
+                   + "; ".join(f"{n}: {why}" for n, why in list(self.simulation.never.items())[:3])
+                   if self.simulation.never else ""))
+
+
+def _evicting(view: ClusterView, name: str, maintenance: Maintenance) -> list[dict[str, Any]]:
+    """The GPU pods the evacuation of this node would evict."""
+    if view.pods_by_node is None or maintenance.evacuation is None:
+        return []
+    pods = [p for p in view.pods_by_node.get(name, []) if maintenance.pod_selector.matches_object(p)]
+    return [d.pod for d in evacuation_plan(pods, maintenance.evacuation, lambda namespace, ds: True)
+            if d.action == EVICT and capacity.gpu_requests(d.pod)]
+
+
+def schedule_rollout(view: ClusterView, plans: list[NodePlan], settings: Mapping[str, Any],
+                     maintenance: Maintenance | None = None) -> Scheduled:
+    """Order the nodes to change (rollout.schedule.rollout_order), estimate where their GPU pods can go, and
+    build the schedule: the pools of every GPU node of the cluster (their sizes resolve percentages), the
+    nodes out of service before the run (they count against their pools), and the settings."""
+    maintenance = maintenance or Maintenance()
+    gpu_nodes = {name: node for name, node in view.nodes.items() if nodes.has_gpus(node)}
+    pool_of = {name: schedule.pool_of(node, maintenance.pool_by, maintenance.pool_label)
+               for name, node in gpu_nodes.items()}
+    sizes: dict[str, int] = {}
+    for pool in pool_of.values():
+        sizes[pool] = sizes.get(pool, 0) + 1
+    out = {name: why for name, node in view.nodes.items() if (why := schedule.out_of_service(node))}
+    already_out: dict[str, set[str]] = {}
+    for name in out:
+        if name in pool_of:
+            already_out.setdefault(pool_of[name], set()).add(name)
+    moving = [p for p in plans if p.action in (CHANGE, RESUME)]
+    base = [p.node for p in moving]
+    evicting = {name: _evicting(view, name, maintenance) for name in base}
+    every_pod = [p for pods in (view.pods_by_node or {}).values() for p in pods] + list(view.pending_pods)
+    estimate = capacity.check_rollout(base, evicting, view.nodes.values(), every_pod,
+                                      {name: f"out of service ({why})" for name, why in out.items()})
+    by_name = {p.node: p for p in moving}
+    for name, placements in estimate.items():
+        by_name[name].stuck = [f"{p.pod}: {p.reason}" for p in capacity.nowhere(placements)]
+    # The window takes long changes first (it then ends on short ones, full); batches are Ansible's serial, in
+    # the inventory's order, for those who choose which nodes go together (a change window, a rack).
+    window = (settings.get("mig_rollout_schedule") or schedule.WINDOW) == schedule.WINDOW
+    ordered = schedule.rollout_order(base, resume={p.node for p in moving if p.action == RESUME},
+                                     long={p.node for p in moving if p.mode_change} if window else set(),
+                                     stuck={p.node for p in moving if p.stuck})
+    for name, why in ordered:
+        by_name[name].position = why
+    chosen = schedule.Schedule.from_settings([name for name, _ in ordered], {n: p.pool for n, p in by_name.items()},
+                                             settings, sizes, already_out)
+    simulation = chosen.simulate()
+    steps = sorted(set(simulation.starts.values()))
+    for name, start in simulation.starts.items():
+        by_name[name].start_step = steps.index(start) + 1
+    rest = [p for p in plans if p.action not in (CHANGE, RESUME)]
+    return Scheduled([by_name[name] for name, _ in ordered] + rest, chosen, simulation)

@@ -7,20 +7,36 @@ from typing import Any
 STEPS = ("maintenance", "evacuate", "label", "verify", "finish")
 
 
+def _seconds(result: dict[str, Any], part: str) -> float:
+    return float((result.get("steps") or {}).get(part) or 0.0)
+
+
 def _outcome(node: str, item: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A node's row from the results of its steps (each step's module result, by step and node)."""
+    """A node's row from the results of its steps (each step's module result, by step and node), and what the
+    window strategy noted (``slot``: when it took and gave back its slot; ``not_started``: why it never did)."""
+    slot = results.get("slot", {}).get(node) or {}
+    times = {"started": slot.get("started", ""), "finished": slot.get("finished", "")}
     failure = results.get("outcome", {}).get(node)
     if failure is not None:
-        return dict(failure)
+        return {**dict(failure), **times}
+    begin = results.get("begin", {}).get(node) or {}
+    if begin.get("capacity_refused"):
+        return {"result": "skipped", "reason": begin.get("reason", ""), "steps": {}, "evicted": [],
+                "stuck": (begin.get("room") or {}).get("stuck") or [], **times}
     if node not in results.get("finish", {}):
-        return {"result": "not started", "reason": "the rollout stopped before this node", "steps": {},
-                "evicted": []}
-    names = {"begin": "maintenance", "evacuate": "evacuate", "label": "label", "verify": "verify", "finish": "finish"}
-    steps = {label: float(results.get(step, {}).get(node, {}).get("duration_s") or 0.0)
-             for step, label in names.items()}
-    evicted = [e["name"] for e in results.get("evacuate", {}).get(node, {}).get("evicted") or []]
+        reason = results.get("not_started", {}).get(node) or "the rollout stopped before this node"
+        return {"result": "not started", "reason": reason, "steps": {}, "evicted": [], **times}
+    finish = results["finish"][node]
+    steps = {"maintenance": _seconds(begin, "maintenance") + _seconds(begin, "capacity"),
+             "evacuate": _seconds(begin, "evacuate"),
+             "label": float(results.get("label", {}).get(node, {}).get("duration_s") or 0.0),
+             "verify": _seconds(finish, "verify"), "finish": _seconds(finish, "finish")}
+    evicted = [e["name"] for e in (begin.get("evacuation") or {}).get("evicted") or []]
+    requests = {task: int(result.get("api_requests") or 0)
+                for task, result in (("begin", begin), ("label", results.get("label", {}).get(node) or {}),
+                                     ("finish", finish))}
     return {"result": "resumed" if item["action"] == "resume" else "done", "reason": "", "steps": steps,
-            "evicted": evicted}
+            "evicted": evicted, "api_requests": requests, **times}
 
 
 def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]],
@@ -33,7 +49,8 @@ def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]],
         if item["action"] == "skip":
             rows.append({**base, "result": "skipped", "reason": item["reason"], "steps": {}, "evicted": []})
         elif planned_only:
-            blockers = item.get("blockers") or []
+            blockers = (list(item.get("blockers") or [])
+                        + [f"{entry} (nowhere to go: the capacity policy decides)" for entry in item.get("stuck") or []])
             reason = item["reason"] + (f"; will block: {'; '.join(blockers)}" if blockers else "")
             rows.append({**base, "result": f"would {item['action']}", "reason": reason, "steps": {},
                          "evicted": item.get("evict") or [], "blocked": blockers})
@@ -58,7 +75,7 @@ def table(rows: list[dict[str, Any]], lock_lost: str = "") -> list[str]:
             for line in lines]
     for row in rows:
         reason = row.get("reason") or ""
-        if reason and (row["result"] in ("failed", "not started") or row.get("blocked")):
+        if reason and (row["result"] in ("failed", "not started") or row.get("blocked") or row.get("stuck")):
             text.append(reason if reason.startswith(f"{row['node']}:") else f"{row['node']}: {reason}")
     if lock_lost:
         text.append(f"LOCK LOST: {lock_lost}; this run stopped changing nodes (another run may hold the lock now)")
@@ -66,7 +83,11 @@ def table(rows: list[dict[str, Any]], lock_lost: str = "") -> list[str]:
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Nodes per result; "no room" counts the skipped nodes left untouched because GPU pods on them had
+    nowhere to go (the run did not bring them to their config)."""
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["result"]] = counts.get(row["result"], 0) + 1
+        if row.get("stuck"):
+            counts["no room"] = counts.get("no room", 0) + 1
     return counts

@@ -157,6 +157,43 @@ def text(allow_empty: bool = True) -> Kind:
     return Kind(parse)
 
 
+def choice(*options: str) -> Kind:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise ValueError(f"one of {', '.join(options)}, not {_type_name(value)}")
+        return value
+    return Kind(parse)
+
+
+def unset_or(kind: Kind) -> Kind:
+    """``kind``, or unset (null or empty: None)."""
+    def parse(value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        return kind.parse(value)
+    return Kind(parse)
+
+
+def pool_budgets() -> Kind:
+    """No budget (unset), one count or percentage for every pool, or a mapping pool -> count or percentage."""
+    one = count_or_percent(minimum=1)
+
+    def parse(value: Any) -> CountOrPercent | dict[str, CountOrPercent] | None:
+        if value is None or value == "" or value == {}:
+            return None
+        if isinstance(value, Mapping):
+            budgets = {}
+            for pool, amount in value.items():
+                try:
+                    budgets[str(pool)] = one.parse(amount)
+                except ValueError as exc:
+                    raise ValueError(f"a count or a percentage for each pool (pool {pool}: {_shown(amount)} is not; it "
+                                     f"must be {exc})") from None
+            return budgets
+        return one.parse(value)
+    return Kind(parse)
+
+
 def text_list() -> Kind:
     def parse(value: Any) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
@@ -224,7 +261,15 @@ class Setting:
 # per pool or node (group_vars/gpu_pool_<pool>.yml, host_vars/).
 SETTINGS: tuple[Setting, ...] = (
     Setting("mig_rollout_hosts", text(allow_empty=False), RUN),
-    Setting("mig_rollout_serial", count_or_percent(minimum=1), RUN),
+    Setting("mig_rollout_schedule", choice("window", "batches"), RUN),
+    Setting("mig_rollout_max_unavailable", count_or_percent(minimum=1), RUN),
+    Setting("mig_rollout_serial", unset_or(count_or_percent(minimum=1)), RUN),
+    Setting("mig_rollout_max_unavailable_per_pool", pool_budgets(), RUN),
+    Setting("mig_rollout_pool_by", choice("pool", "product"), RUN),
+    Setting("mig_rollout_pool_label", text(allow_empty=False), RUN),
+    Setting("mig_rollout_capacity_policy", choice("refuse", "wait", "ignore")),
+    Setting("mig_rollout_capacity_timeout", _seconds(1)),
+    Setting("mig_rollout_events", boolean(), RUN),
     Setting("mig_rollout_max_fail_percentage", integer(0, 100, "%"), RUN),
     Setting("mig_rollout_maintenance_taints", maintenance_taints()),
     Setting("mig_rollout_cordon", boolean()),
@@ -328,9 +373,20 @@ def check(settings: Mapping[str, Any], per_node: Mapping[str, Mapping[str, Any]]
         head, rest = _split(message)
         problems.append(f"{head}{_nodes_text(sorted(nodes))}{rest}")
     problems.extend(_run_wide_disagreements(per_node))
+    problems.extend(combination_problems(normalized))
     if problems:
         raise SettingError(problems)
     return normalized
+
+
+def combination_problems(normalized: Mapping[str, Any]) -> list[str]:
+    """Settings that are fine alone but not together."""
+    if normalized.get("mig_rollout_schedule", "window") == "window" and normalized.get("mig_rollout_serial"):
+        return [f"mig_rollout_serial is {normalized['mig_rollout_serial']} but mig_rollout_schedule is window (the "
+                f"default): serial batches are no longer how nodes are scheduled. Set mig_rollout_max_unavailable "
+                f"instead (at most that many nodes in maintenance, a node starting as soon as another finishes), "
+                f"or set mig_rollout_schedule: batches to keep batches of mig_rollout_serial nodes"]
+    return []
 
 
 _DEFAULT = object()
