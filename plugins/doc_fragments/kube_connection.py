@@ -1,4 +1,4 @@
-# Connection options shared by every module of this toolkit (one source: migrollout.ansible_glue.CONNECTION_SPEC).
+# Connection options shared by every module of this toolkit (one source: plugins/module_utils/kube_task.py CONNECTION_SPEC).
 
 
 class ModuleDocFragment:
@@ -26,6 +26,10 @@ options:
     description: Path to the CA certificate that signed the API server's certificate.
     type: path
     aliases: [ssl_ca_cert]
+requirements:
+  - python >= 3.11
+  - kubernetes >= 37.0.2 (the Kubernetes Python client; tested with 37.0.2)
+  - the C(nvidia-mig-rollout) Python package (C(pip install) of the collection's directory)
 notes:
   - Runs on the control host (a local connection); there the toolkit's action plugin runs it in-process,
     which saves starting Python and loading the Kubernetes client for every task.

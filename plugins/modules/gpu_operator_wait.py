@@ -18,6 +18,10 @@ description:
     (403), or when the ClusterPolicy resource type does not exist (its CRD is not installed); keeps waiting
     through transient errors (the API server unreachable or overloaded).
   - Changes nothing.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.helm_release
+  - module: nvidia_mig.rollout.mig_strategy_check
 options:
   strategy:
     description: The MIG strategy the operands must run.

@@ -15,6 +15,12 @@ description:
   - Values are passed as a whole (C(--reset-values)), so a value removed from O(values) is removed from the release.
   - With O(state=absent), uninstalls the release if it exists.
   - A missing C(helm), an unreachable chart or cluster becomes one sentence from helm's own error.
+version_added: "0.1.0"
+requirements:
+  - helm v3 on the control host (O(helm_binary))
+  - the C(nvidia-mig-rollout) Python package
+seealso:
+  - module: nvidia_mig.rollout.gpu_operator_wait
 options:
   name:
     description: Release name.

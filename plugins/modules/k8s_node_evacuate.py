@@ -29,6 +29,10 @@ description:
     NoSchedule and NoExecute taint of the node, and the cordon if the node is cordoned) is named in
     RV(returning); with O(returning_pods=refuse) such a pod fails the task before any pod is evicted.
   - The module does not cordon or taint the node; use M(nvidia_mig.rollout.k8s_node_taint) first so nothing new lands there.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.k8s_node_taint
+  - module: nvidia_mig.rollout.mig_rollout_node
 options:
   name:
     description: Node name.

@@ -15,6 +15,10 @@ description:
     controller, are never touched.
   - The write carries the node's resourceVersion and is retried on conflict, so a concurrent change to
     the node (another taint, a label) is never lost.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.k8s_node_evacuate
+  - module: nvidia_mig.rollout.mig_rollout_node
 options:
   name:
     description: Node name.

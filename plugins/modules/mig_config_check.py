@@ -23,6 +23,10 @@ description:
     on the cluster's nodes, else the whole catalogue). Fitting means the profiles exist on that model,
     their counts stay within each profile's maximum, and NVML's placements hold them all.
   - Changes nothing.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.mig_node_label
+  - module: nvidia_mig.rollout.mig_strategy_check
 options:
   configs:
     description: Config name to list of mig-parted entries (C(devices), C(mig-enabled), C(mig-devices), C(device-filter)).

@@ -25,6 +25,10 @@ description:
     scheduled and the node would be left without a MIG manager.
   - A failure names the state and how to recover, for a MIG manager left in C(pending) (restart its pod, named)
     and for a MIG mode change that may need a reboot the MIG manager is not allowed to do (C(WITH_REBOOT)).
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.mig_node_verify
+  - module: nvidia_mig.rollout.mig_config_check
 options:
   name:
     description: Node name.

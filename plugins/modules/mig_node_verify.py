@@ -16,8 +16,12 @@ description:
   - Compares them with the node's allocatable resources and labels. The node must also be at the config
     with state C(success), and no C(nvidia.com/gpu.deploy.*) label may still be C(paused-for-mig-change).
   - Feature discovery and the device plugin lag behind the MIG manager's C(success); the module watches the
-    node for up to O(wait_timeout) seconds before it reports the mismatches and fails.
+    node for up to O(timeout) seconds before it reports the mismatches and fails.
   - Never changes anything. With O(rollout_lock), the wait stops as soon as the rollout lost its lock.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.mig_node_label
+  - module: nvidia_mig.rollout.mig_rollout_node
 options:
   name:
     description: Node name.
@@ -30,10 +34,11 @@ options:
     description: The MIG strategy. Default, the ClusterPolicy's C(spec.mig.strategy).
     type: str
     choices: [none, single, mixed]
-  wait_timeout:
+  timeout:
     description: Seconds to wait for the node to advertise the expected resources and labels.
     type: int
     default: 300
+    aliases: [wait_timeout]
   gpu_count:
     description: Physical GPUs on the node, when its labels cannot tell (an invalid single-strategy layout).
     type: int
@@ -50,7 +55,7 @@ EXAMPLES = r"""
   mig_node_verify:
     name: gpu-node-17
     config: all-1g.10gb
-    wait_timeout: 180
+    timeout: 180
 """
 
 RETURN = r"""
@@ -111,7 +116,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "name": {"type": "str", "required": True},
     "config": {"type": "str"},
     "strategy": {"type": "str", "choices": ["none", "single", "mixed"]},
-    "wait_timeout": {"type": "int", "default": 300},
+    "timeout": {"type": "int", "default": 300, "aliases": ["wait_timeout"]},
     "gpu_count": {"type": "int"},
     "operator_namespace": {"type": "str"},
     "config_map": {"type": "str"},
@@ -123,8 +128,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
     name = params["name"]
     started = time.monotonic()
-    if params["wait_timeout"] < 0:
-        raise TaskFailed(f"node {name}: wait_timeout is {params['wait_timeout']}; it must be 0 or more")
+    if params["timeout"] < 0:
+        raise TaskFailed(f"node {name}: timeout is {params['timeout']}; it must be 0 or more")
     guard = fence.NoFence() if ctx.check_mode else fence.from_params(params.get("rollout_lock"))
     node = nodes.read(ctx.api, name)
     model = nodes.require_mig_node(node)
@@ -141,7 +146,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     expectation = expect(setup.config, config, model, count, setup.strategy)
 
     comparison, node = wait_advertised(ctx.api, name, config, expectation,
-                                       max(0.0, started + params["wait_timeout"] - time.monotonic()), node=node,
+                                       max(0.0, started + params["timeout"] - time.monotonic()), node=node,
                                        stop_check=lambda: guard.check(f"node {name}"))
     result = {
         "changed": False, "name": name, "config": config, "strategy": setup.strategy, "gpu_model": model.key,
@@ -150,7 +155,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     }
     if comparison.mismatches:
         raise TaskFailed(f"node {name} does not advertise what {config} should give under the {setup.strategy} "
-                         f"strategy after {params['wait_timeout']} s: " + "; ".join(comparison.mismatches[:4])
+                         f"strategy after {params['timeout']} s: " + "; ".join(comparison.mismatches[:4])
                          + (f" (and {len(comparison.mismatches) - 4} more)" if len(comparison.mismatches) > 4
                             else ""), **result)
     return result

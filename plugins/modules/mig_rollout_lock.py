@@ -10,13 +10,17 @@ short_description: Hold or release the cluster-wide lock of MIG rollouts (a coor
 description:
   - O(state=present) takes the Lease C(mig-rollout) for this run (a new holder identity unless O(holder) is
     given) and starts a small process that renews it every third of O(duration) while the C(ansible-playbook)
-    process lives. When another run holds an unexpired Lease, waits up to O(wait) seconds for it to be
+    process lives. When another run holds an unexpired Lease, waits up to O(timeout) seconds for it to be
     released or to expire, then fails naming the holder, its host and user, and when it expires.
   - A run that dies stops renewing, so its Lease expires after O(duration) seconds and the next run takes it over.
   - The renewer records each confirmed renewal (and the loss of the lock, when another run took the Lease over
     or it was deleted) in the run's lock state file, O(state_file). The steps that change nodes check it before
     each write (their C(rollout_lock) option, from RV(fence)), so a run that lost its lock stops.
   - O(state=absent) stops the renewer, deletes the Lease if this holder still holds it, and removes the state file.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.mig_rollout_plan
+  - module: nvidia_mig.rollout.mig_rollout_report
 options:
   state:
     description: Hold or release the lock.
@@ -33,8 +37,8 @@ options:
     description: Lease duration in seconds; a dead run's lock expires after this long.
     type: int
     default: 30
-  wait:
-    description: Seconds to wait for another run's Lease to be released or to expire.
+  timeout:
+    description: Seconds to wait for another run's Lease to be released or to expire (0, do not wait).
     type: int
     default: 90
   renewer_pid:
@@ -121,7 +125,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "holder": {"type": "str"},
     "namespace": {"type": "str"},
     "duration": {"type": "int", "default": 30},
-    "wait": {"type": "int", "default": 90},
+    "timeout": {"type": "int", "default": 90},
     "renewer_pid": {"type": "int"},
     "renewer_log": {"type": "path"},
     "state_file": {"type": "path"},
@@ -164,7 +168,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             ctx.warn(f"another MIG rollout holds the lock now: {held.holder} ({held.details})")
         return {"changed": True, "holder": holder, "namespace": namespace}
     try:
-        _, confirmed = lock.acquire(ctx.api, namespace, holder, params["duration"], params["wait"],
+        _, confirmed = lock.acquire(ctx.api, namespace, holder, params["duration"], params["timeout"],
                                     lock.run_details())
     except lock.LockHeld as exc:
         raise TaskFailed(str(exc), namespace=namespace) from None

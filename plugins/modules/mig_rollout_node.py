@@ -30,6 +30,11 @@ description:
   - With O(rollout_lock.events), each step writes a Kubernetes Event on the node (C(MigReconfigurationStarted),
     C(GpuWorkloadsEvacuated), C(MigConfigVerified), C(MigReconfigurationSucceeded), C(MigReconfigurationFailed),
     C(MigReconfigurationSkipped)); an Event that cannot be written is a warning, never a failure.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.k8s_node_evacuate
+  - module: nvidia_mig.rollout.mig_node_verify
+  - module: nvidia_mig.rollout.mig_rollout_plan
 options:
   name:
     description: Node name.

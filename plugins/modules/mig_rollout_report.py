@@ -14,6 +14,13 @@ description:
     when it wrote them.
   - A lost rollout lock (the loss the lock's renewer recorded in the state file of O(rollout_lock)) is part of
     the report and its table.
+version_added: "0.1.0"
+requirements:
+  - python >= 3.11
+  - the C(nvidia-mig-rollout) Python package
+seealso:
+  - module: nvidia_mig.rollout.mig_rollout_plan
+  - module: nvidia_mig.rollout.mig_rollout_lock
 options:
   run:
     description: The run's identity.

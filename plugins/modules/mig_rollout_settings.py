@@ -15,6 +15,12 @@ description:
   - Settings read once for the whole run (batch size, failure budget, lock, report directory) must be the same
     for every node.
   - Returns the settings normalized (for example C(mig_rollout_serial) as a count or C("10%")).
+version_added: "0.2.0"
+requirements:
+  - python >= 3.11
+  - the C(nvidia-mig-rollout) Python package
+seealso:
+  - module: nvidia_mig.rollout.mig_rollout_plan
 options:
   settings:
     description: Every rollout setting as the first node sees it (role defaults included), by name.

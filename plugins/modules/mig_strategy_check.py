@@ -14,6 +14,10 @@ description:
     (its config, resolved with the MIG config ConfigMap the cluster uses) and fails, listing the offending
     nodes and their configs, if any would break. A node whose last apply did not succeed counts as offending.
   - Other strategies pass. Changes nothing.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.mig_config_check
+  - module: nvidia_mig.rollout.gpu_operator_wait
 options:
   strategy:
     description: The MIG strategy about to be set.

@@ -380,7 +380,7 @@ def test_label_refuses_nodes_without_mig(cluster):
 
 def test_verify_reports_mismatches(cluster, node_pool):
     node = node_pool.take("a100-80gb")
-    result = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "config": "all-1g.10gb", "wait_timeout": 2})
+    result = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "config": "all-1g.10gb", "timeout": 2})
     assert result["failed"] is True
     assert "nvidia.com/mig.config is 'all-disabled', not 'all-1g.10gb'" in result["mismatches"]
     assert "allocatable nvidia.com/mig-1g.10gb: expected 56, found 0" in result["mismatches"]
@@ -393,7 +393,7 @@ def test_label_and_verify_through_the_module_path(cluster, node_pool, monkeypatc
     monkeypatch.setenv("MIGROLLOUT_IN_PROCESS", "0")
     labelled = run_module(cluster, "nvidia_mig.rollout.mig_node_label", {"name": node, "config": "all-2g.20gb"}, verbose=True)
     assert labelled["state"] == "success" and "AnsiballZ_mig_node_label.py" in labelled["_log"]
-    verified = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "wait_timeout": 30}, verbose=True)
+    verified = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "timeout": 30}, verbose=True)
     assert verified["mismatches"] == [] and "AnsiballZ_mig_node_verify.py" in verified["_log"]
     evacuated = run_module(cluster, "nvidia_mig.rollout.k8s_node_evacuate", {"name": node}, verbose=True)
     assert evacuated["changed"] is False and "AnsiballZ_k8s_node_evacuate.py" in evacuated["_log"]

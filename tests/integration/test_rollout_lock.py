@@ -9,20 +9,20 @@ LEASE = "/apis/coordination.k8s.io/v1/namespaces/gpu-operator/leases/mig-rollout
 
 
 def test_lock_contention_and_stale_expiry(cluster):
-    first = run_module(cluster, "nvidia_mig.rollout.mig_rollout_lock", {"duration": 10, "wait": 0})
+    first = run_module(cluster, "nvidia_mig.rollout.mig_rollout_lock", {"duration": 10, "timeout": 0})
     assert first.get("failed") is not True, first
     lease = cluster.api.get(LEASE)
     assert lease["spec"]["holderIdentity"] == first["holder"]
 
     # The first run's ansible process has ended: its renewer stops, but the Lease is still fresh.
-    refused = run_module(cluster, "nvidia_mig.rollout.mig_rollout_lock", {"duration": 10, "wait": 0})
+    refused = run_module(cluster, "nvidia_mig.rollout.mig_rollout_lock", {"duration": 10, "timeout": 0})
     assert refused["failed"] is True
     assert refused["msg"].startswith(f"another MIG rollout holds the lock (Lease gpu-operator/mig-rollout): "
                                      f"{first['holder']}, run by ")
     assert "if that run has died" in refused["msg"]
 
     started = time.monotonic()
-    second = run_module(cluster, "nvidia_mig.rollout.mig_rollout_lock", {"duration": 10, "wait": 40})
+    second = run_module(cluster, "nvidia_mig.rollout.mig_rollout_lock", {"duration": 10, "timeout": 40})
     waited = time.monotonic() - started
     assert second.get("failed") is not True, second
     assert cluster.api.get(LEASE)["spec"]["holderIdentity"] == second["holder"]

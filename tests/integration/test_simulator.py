@@ -160,7 +160,7 @@ def test_the_toolkits_prediction_matches_what_the_simulated_stack_advertises(clu
     node = node_pool.take(pool)
     cluster.label(node, {STATE: None, MIG_CONFIG: config})
     cluster.wait_settled(node, config)
-    verified = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "wait_timeout": 30})
+    verified = run_module(cluster, "nvidia_mig.rollout.mig_node_verify", {"name": node, "timeout": 30})
     assert verified.get("failed") is not True, verified
     assert verified["mismatches"] == []
     assert verified["actual"]["resources"] == resources
