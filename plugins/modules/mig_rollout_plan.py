@@ -15,6 +15,9 @@ description:
     ConfigMap it uses or does not fit its GPU model and count, its MIG manager is busy (C(pending),
     C(rebooting)) with another config, or no MIG manager runs on it. Any refusal fails the task, listing
     every problem, before a single node is touched.
+  - A node is also refused when the MIG manager the operator deployed (the version in its DaemonSet's image
+    tag) cannot load the MIG config ConfigMap the node uses, for the reasons mig-parted of that version gives
+    (for example C(+me) profile names before MIG manager v0.12.3), since every apply on it would end C(failed).
   - The operand DaemonSets (device plugin, feature discovery, MIG manager) must tolerate the maintenance
     taints, or a node under maintenance could never be verified; otherwise the task fails.
   - A node already at its config, in state C(success) and advertising what the config should produce is
@@ -33,12 +36,17 @@ description:
     left in maintenance by an earlier run first; then nodes whose GPU pods can all move (or that have none),
     with the window MIG mode changes (which may take a reboot) first, with batches the inventory's order; nodes
     with GPU pods that have nowhere to go last. Each node gets its pool (C(pool)), why it is where it is
-    (C(position)) and the step it is expected to start at (C(start_step)). Where the GPU pods could go is estimated once for the whole run, node after node (see
-    C(migrollout.capacity) for the predicates checked and not checked); each node is checked again right
-    before its maintenance.
+    (C(position)) and the step it is expected to start at (C(start_step)). Where the GPU pods could go is
+    estimated once for the whole run, node after node (see C(migrollout.capacity) for the predicates checked
+    and not checked); each node is checked again right before its maintenance.
   - Per-pool budgets are resolved against every GPU node of the cluster; the nodes out of service before the
     run (cordoned, not Ready, tainted NoSchedule or NoExecute by someone else) count against their pools.
   - Changes nothing.
+version_added: "0.1.0"
+seealso:
+  - module: nvidia_mig.rollout.mig_rollout_settings
+  - module: nvidia_mig.rollout.mig_rollout_node
+  - module: nvidia_mig.rollout.mig_rollout_report
 options:
   nodes:
     description: Node name to the MIG config it should get (V(null) or empty to leave a node alone).
@@ -155,9 +163,11 @@ try:
         ClusterView,
         Maintenance,
         NodePlan,
+        mig_manager_dialect,
         order,
         plan_node,
         schedule_rollout,
+        unloadable,
         untolerated,
     )
 except ImportError:  # run_module reports the missing package
@@ -209,8 +219,10 @@ def gather(ctx: TaskContext, list_pods: bool) -> ClusterView:
     if list_pods:
         pdbs, _ = api.list(kube.namespaced_path("policy/v1", "poddisruptionbudgets", None),
                            what="list PodDisruptionBudgets")
+    # A ConfigMap the deployed MIG manager cannot load would fail every apply on the nodes reading it.
+    refused = unloadable(configmaps, mig_manager_dialect(daemonsets))
     return ClusterView({n["metadata"]["name"]: n for n in listed}, policy, namespace, clusterpolicy.strategy(policy),
-                       parsed, running, daemonsets, pods_by_node, pdbs, pending)
+                       parsed, running, daemonsets, pods_by_node, pdbs, pending, refused)
 
 
 def step_arguments(plan: NodePlan, view: ClusterView) -> dict[str, Any]:

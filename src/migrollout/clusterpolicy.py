@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from migrollout import labels
 from migrollout.default_config import DEFAULT_CONFIGMAP_NAME
 
 GROUP_VERSION = "nvidia.com/v1"
@@ -108,12 +109,12 @@ def operand_lag(policy: Policy | None, daemonset: dict[str, Any]) -> str | None:
     """
     app = _get(daemonset, "spec", "template", "metadata", "labels", default={}).get("app", "")
     env = _container_env(daemonset)
-    if app in ("nvidia-device-plugin-daemonset", "gpu-feature-discovery"):
+    if app in (labels.APP_DEVICE_PLUGIN, labels.APP_GFD):
         wanted = str(_get(policy, "spec", "mig", "strategy", default="") or "")
         running = env.get("MIG_STRATEGY", "")
         if wanted and running != wanted:
             return f"runs MIG_STRATEGY={running or '(unset)'}, the ClusterPolicy asks for {wanted}"
-    if app == "nvidia-mig-manager":
+    if app == labels.APP_MIG_MANAGER:
         wanted_map = custom_config_name(policy) or DEFAULT_CONFIGMAP_NAME
         mounted = _volume_config_map(daemonset, MIG_CONFIG_VOLUME)
         if mounted is not None and mounted != wanted_map:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from migrollout import selectors
-from migrollout.default_config import build_default_config
+from migrollout.default_config import build_default_config, default_config_yaml
 from migrollout.evacuation.selection import Options
 from migrollout.migconfig import parse_config
 from migrollout.rollout import record
@@ -17,8 +17,10 @@ from migrollout.rollout.plan import (
     SKIP,
     ClusterView,
     Maintenance,
+    mig_manager_dialect,
     order,
     plan_node,
+    unloadable,
     untolerated,
 )
 from migrollout.rollout.report import entries, summary, table
@@ -143,6 +145,29 @@ def test_plan_skips_a_verified_node_and_resumes_recorded_ones_first():
     plans = order([plan_node(cluster, name, "all-1g.10gb", None) for name in ("gpu-1", "gpu-2")])
     assert [(p.node, p.action) for p in plans] == [("gpu-2", RESUME), ("gpu-1", SKIP)]
     assert plans[1].reason == "already at all-1g.10gb and verified"
+
+
+def mig_manager_daemonset(image):
+    return {"metadata": {"name": "nvidia-mig-manager", "namespace": "gpu-operator"},
+            "spec": {"template": {"spec": {"containers": [{"name": "nvidia-mig-manager", "image": image}]}}}}
+
+
+def test_a_config_map_the_deployed_mig_manager_cannot_load_refuses_its_nodes():
+    # The v26.7.0 default ConfigMap names +me profiles: MIG managers before v0.12.3 refuse the whole file.
+    configmap = {"metadata": {"name": "default-mig-parted-config"},
+                 "data": {"config.yaml": default_config_yaml("v26.7.0")}}
+    image = "nvcr.io/nvidia/cloud-native/k8s-mig-manager:{}-ubuntu20.04"
+    assert unloadable([configmap], mig_manager_dialect([mig_manager_daemonset(image.format("v0.12.3"))])) == {}
+    assert unloadable([configmap], mig_manager_dialect([mig_manager_daemonset("k8s-mig-manager@sha256:0f")])) == {}
+    old = unloadable([configmap], mig_manager_dialect([mig_manager_daemonset(image.format("v0.12.1"))]))
+    assert list(old) == ["default-mig-parted-config"]
+    assert old["default-mig-parted-config"].startswith("MIG manager v0.12.1 refuses it: ")
+    assert "+me" in old["default-mig-parted-config"]
+    cluster = view(**{"gpu-1": node("gpu-1")})
+    refused = ClusterView(**{**cluster.__dict__, "unloadable_config_maps": old})
+    plan = plan_node(refused, "gpu-1", "all-1g.10gb", None)
+    assert plan.action == REFUSE
+    assert plan.reason.startswith("the MIG manager deployed cannot load ConfigMap gpu-operator/default-mig-parted-config")
 
 
 def test_tolerations():

@@ -17,7 +17,7 @@ from migrollout import capacity, clusterpolicy, labels, nodes, selectors, taints
 from migrollout.evacuation.selection import DELETE, EVICT, Options, comes_back, keeping_off
 from migrollout.evacuation.selection import REFUSE as REFUSE_POD
 from migrollout.evacuation.selection import plan as evacuation_plan
-from migrollout.migconfig import MigPartedConfig, fit_problems
+from migrollout.migconfig import CONFIG_KEY, Dialect, MigPartedConfig, check_document, fit_problems
 from migrollout.migstate import mode_change
 from migrollout.rollout import record, schedule
 from migrollout.taints import Taint, tolerates
@@ -25,7 +25,7 @@ from migrollout.verification import compare, expect
 
 CHANGE, RESUME, SKIP, REFUSE = "change", "resume", "skip", "refuse"
 # Operands that must come back (or stay) on a node in maintenance.
-RETURNING_OPERANDS = ("nvidia-device-plugin-daemonset", "gpu-feature-discovery", "nvidia-mig-manager")
+RETURNING_OPERANDS = (labels.APP_DEVICE_PLUGIN, labels.APP_GFD, labels.APP_MIG_MANAGER)  # DaemonSet names = app labels
 
 
 @dataclass
@@ -74,6 +74,8 @@ class ClusterView:
     pods_by_node: Mapping[str, list[dict[str, Any]]] | None = None
     pdbs: list[dict[str, Any]] | None = None          # PodDisruptionBudgets (check mode)
     pending_pods: list[dict[str, Any]] = field(default_factory=list)  # not bound to a node yet
+    # name -> why the deployed MIG manager's mig-parted refuses the ConfigMap (it would fail every apply)
+    unloadable_config_maps: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,37 @@ def untolerated(daemonsets: list[dict[str, Any]], maintenance: list[Taint]) -> l
             if not any(tolerates(t, taint) for t in tolerations):
                 problems.append(f"DaemonSet {ds['metadata']['namespace']}/{name} does not tolerate {taint}")
     return problems
+
+
+def mig_manager_dialect(daemonsets: list[dict[str, Any]]) -> Dialect | None:
+    """The dialect of the MIG manager the operator deployed (its DaemonSet's image tag); None when there is
+    none or its tag names no version (a digest, ``latest``): then nothing more can be told than the default."""
+    for ds in daemonsets:
+        if ds["metadata"]["name"] != labels.APP_MIG_MANAGER:
+            continue
+        for container in ds["spec"]["template"]["spec"].get("containers") or []:
+            dialect = Dialect.for_image(container.get("image") or "")
+            if dialect is not None:
+                return dialect
+    return None
+
+
+def unloadable(configmaps: list[dict[str, Any]], dialect: Dialect | None) -> dict[str, str]:
+    """The MIG config ConfigMaps the MIG manager of ``dialect`` refuses, each with mig-parted's reasons."""
+    if dialect is None:
+        return {}
+    refused = {}
+    for configmap in configmaps:
+        text = (configmap.get("data") or {}).get(CONFIG_KEY)
+        if text is None:
+            continue
+        problems = check_document(text, dialect)
+        if problems:
+            refused[configmap["metadata"]["name"]] = (f"MIG manager {dialect.label} refuses it: "
+                                                      + "; ".join(problems[:3])
+                                                      + (f" (and {len(problems) - 3} more)" if len(problems) > 3
+                                                         else ""))
+    return refused
 
 
 def config_map_for(view: ClusterView, node: str) -> str | None:
@@ -136,6 +169,11 @@ def plan_node(view: ClusterView, name: str, desired: str | None,
                                             f"for {', '.join(clusterpolicy.config_map_candidates(view.policy, name))})")
         return plan
     plan.config_map = source
+    if source in view.unloadable_config_maps:
+        plan.action, plan.reason = REFUSE, (f"the MIG manager deployed cannot load ConfigMap {view.namespace}/{source}"
+                                            f" (every MIG change reading it would end failed): "
+                                            f"{view.unloadable_config_maps[source]}")
+        return plan
     config = view.config_maps[source]
     if desired not in config:
         plan.action, plan.reason = REFUSE, f"MIG config {desired} is not in ConfigMap {view.namespace}/{source}"
