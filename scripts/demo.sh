@@ -15,8 +15,8 @@ eval "$(simcluster env)"
 ADMIN="$KUBECONFIG"
 kubectl get nodes -L gpu-pool,nvidia.com/gpu.product
 
-step "Install the GPU Operator (no internet here: the stand-in chart; on a real cluster, NVIDIA's repository)"
-ansible-playbook playbooks/nvidia-gpu-operator.yml -e gpu_operator_chart_path="$PWD/tests/charts/gpu-operator"
+step "Install NVIDIA's GPU Operator (no internet here: its chart from the pinned module; on a real cluster, NVIDIA's repository)"
+ansible-playbook playbooks/nvidia-gpu-operator.yml -e gpu_operator_chart_path="$(simcluster path chart)"
 
 step "Least-privilege roles for the rollout, and some GPU workloads"
 kubectl apply -f rbac/mig-rollout.yaml -f rbac/bind-example.yaml -f demo/workloads.yaml
