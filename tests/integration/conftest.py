@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -223,3 +224,26 @@ def module_output(cluster: Cluster, module: str, args: dict[str, Any], check: bo
     command += ["--diff"] if diff else []
     result = subprocess.run(command, capture_output=True, text=True, env=ansible_env(cluster), cwd=REPO)
     return result.stdout
+
+
+def launched_from(state_dir) -> set[int]:
+    """The container launchers of the cluster in ``state_dir`` and every process under them."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    parents[int(entry)] = int(file.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as file:
+                    commands[int(entry)] = file.read().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+    found = {pid for pid, command in commands.items()
+             if "simcluster.sim.sandbox" in command and str(state_dir) in command}
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        grew = bool(children)
+        found |= children
+    return found

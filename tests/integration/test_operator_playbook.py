@@ -9,7 +9,7 @@ import signal
 import subprocess
 
 import pytest
-from conftest import FLEETS, REPO, ansible_env, run_module, start_cluster, stop_cluster
+from conftest import FLEETS, REPO, ansible_env, launched_from, run_module, start_cluster, stop_cluster
 
 from simcluster import upstream
 
@@ -193,7 +193,6 @@ def test_the_charts_rbac_is_in_force_and_a_denied_call_fails_visibly(sim):
 
 def _operator_processes(cluster) -> list[int]:
     """Host pids of this cluster's GPU Operator controller (a real process in its own namespaces)."""
-    from test_real_operator import launched_from
 
     found = []
     for pid in launched_from(cluster.state_dir):

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FLEETS, SIMCLUSTER, Cluster, start_cluster, stop_cluster
+from conftest import FLEETS, SIMCLUSTER, Cluster, launched_from, start_cluster, stop_cluster
 
 from migrollout import kube
 from migrollout.processes import pid_alive
@@ -266,29 +266,6 @@ def test_an_image_that_is_not_runnable_stays_simulated(real):
 
 
 # -- nothing outlives the cluster ----------------------------------------------------------------------------------
-
-
-def launched_from(state_dir) -> set[int]:
-    """The container launchers of the cluster in ``state_dir`` and every process under them."""
-    parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as file:
-                    parents[int(entry)] = int(file.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as file:
-                    commands[int(entry)] = file.read().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, IndexError, ValueError):
-                continue
-    found = {pid for pid, command in commands.items()
-             if "simcluster.sim.sandbox" in command and str(state_dir) in command}
-    grew = True
-    while grew:
-        children = {pid for pid, parent in parents.items() if parent in found} - found
-        grew = bool(children)
-        found |= children
-    return found
 
 
 def test_no_container_outlives_a_killed_daemon(tmp_path):
