@@ -164,8 +164,8 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 )
 
 try:
-    from migrollout import nodes, selectors
-    from migrollout.evacuation.engine import Evacuator, pod_names
+    from migrollout import nodes
+    from migrollout.evacuation.engine import Evacuator, options_problem, pod_names
     from migrollout.evacuation.selection import Options, keeping_off
     from migrollout.rollout import fence
 except ImportError:  # run_module reports the missing package
@@ -183,16 +183,9 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 def run(ctx: TaskContext) -> dict[str, Any]:
     params = ctx.params
     name = params["name"]
-    if params["grace_period"] < -1:
-        raise TaskFailed(f"node {name}: grace_period is {params['grace_period']}; it must be -1 (each pod's own) "
-                         f"or 0 or more")
-    for option in ("timeout", "max_parallel"):
-        if params[option] <= 0:
-            raise TaskFailed(f"node {name}: {option} is {params[option]}; it must be at least 1")
-    try:
-        selectors.parse(params.get("pod_selector"))
-    except selectors.SelectorError as exc:
-        raise TaskFailed(f"node {name}: pod_selector: {exc}") from None
+    problem = options_problem(params)
+    if problem:
+        raise TaskFailed(f"node {name}: {problem}")
     node = nodes.read(ctx.api, name)
     if params["require_gpu"]:
         nodes.require_gpu_node(node)

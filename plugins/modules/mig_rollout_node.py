@@ -276,8 +276,8 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 )
 
 try:
-    from migrollout import capacity, events, nodes, selectors, taints
-    from migrollout.evacuation.engine import Evacuator
+    from migrollout import capacity, events, nodes, taints
+    from migrollout.evacuation.engine import Evacuator, options_problem
     from migrollout.evacuation.selection import EVICT, Options, keeping_off
     from migrollout.migsetup import discover
     from migrollout.migstate import wait_advertised
@@ -366,16 +366,9 @@ def _write(step: Step, mutate_patch: Any, what: str, current: dict[str, Any] | N
 
 def _evacuator(step: Step, options: dict[str, Any]) -> Evacuator:
     name = step.name
-    if options["grace_period"] < -1:
-        raise TaskFailed(f"node {name}: evacuation grace_period is {options['grace_period']}; it must be -1 (each "
-                         f"pod's own) or 0 or more")
-    for option in ("timeout", "max_parallel"):
-        if options[option] <= 0:
-            raise TaskFailed(f"node {name}: evacuation {option} is {options[option]}; it must be at least 1")
-    try:
-        selectors.parse(options.get("pod_selector"))
-    except selectors.SelectorError as exc:
-        raise TaskFailed(f"node {name}: evacuation pod_selector: {exc}") from None
+    problem = options_problem(options)
+    if problem:
+        raise TaskFailed(f"node {name}: evacuation {problem}")
     return Evacuator(step.ctx.api, name, Options.from_params(options), pod_selector=options.get("pod_selector"),
                      timeout=options["timeout"], max_parallel=options["max_parallel"],
                      grace_period=options["grace_period"], disable_eviction=options["disable_eviction"],

@@ -2,6 +2,7 @@
 
 import pytest
 
+from migrollout.evacuation.engine import options_problem
 from migrollout.evacuation.selection import DELETE, EVICT, REFUSE, SKIP, WAIT, Options, decide, plan, selected
 
 
@@ -85,3 +86,19 @@ def test_warnings_accumulate_along_the_filters():
 def test_plan_only_judges_selected_pods():
     decisions = plan([pod("gpu", gpu="nvidia.com/gpu", owner="ReplicaSet"), pod("cpu")], Options(), DS_EXISTS)
     assert [d.pod["metadata"]["name"] for d in decisions] == ["gpu"]
+
+
+@pytest.mark.parametrize(("changed", "problem"), [
+    ({}, ""),
+    ({"grace_period": 0}, ""),
+    ({"grace_period": -2}, "grace_period is -2; it must be -1 (each pod's own) or 0 or more"),
+    ({"timeout": 0}, "timeout is 0; it must be at least 1"),
+    ({"max_parallel": -3}, "max_parallel is -3; it must be at least 1"),
+    ({"pod_selector": "tier in (train,batch)"}, ""),
+    ({"pod_selector": "tier in train"}, "pod_selector: "),
+])
+def test_evacuation_options_out_of_range_are_named(changed, problem):
+    options = {"grace_period": -1, "timeout": 600, "max_parallel": 10, "pod_selector": None, **changed}
+    found = options_problem(options)
+    assert found.startswith(problem) if problem else found == ""
+    assert bool(found) == bool(problem)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrollout import kube
+from migrollout import kube, selectors
 from migrollout.evacuation.selection import (
     DELETE,
     EVICT,
@@ -79,6 +79,21 @@ class EvacuationResult:
             blocked = f"; blocked by PodDisruptionBudget {', '.join(blockers)}" if blockers else ""
             return f"node {node}: {len(self.pending)} pods still there after {timeout:g} s: {pod_names(self.pending)}{blocked}"
         return ""
+
+
+def options_problem(options: dict[str, Any]) -> str:
+    """The first evacuation option out of range (grace_period, timeout, max_parallel, pod_selector), as a
+    phrase naming it; "" when every one is usable."""
+    if options["grace_period"] < -1:
+        return f"grace_period is {options['grace_period']}; it must be -1 (each pod's own) or 0 or more"
+    for option in ("timeout", "max_parallel"):
+        if options[option] <= 0:
+            return f"{option} is {options[option]}; it must be at least 1"
+    try:
+        selectors.parse(options.get("pod_selector"))
+    except selectors.SelectorError as exc:
+        return f"pod_selector: {exc}"
+    return ""
 
 
 def pod_names(entries: list[dict[str, Any]]) -> str:
