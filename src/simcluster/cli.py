@@ -143,13 +143,11 @@ def _start(directory: Path, args: argparse.Namespace, started: float) -> int:
         if args.nodes:
             command.append(f"--nodes={args.nodes}")
         command += [f"--operator={operator}", f"--state-dir={directory}"]
-        # Only the first start installs the simulated operator: a restart must not bring back a ClusterPolicy
-        # that was deleted on purpose.
-        install = ["--install-operator"] if not args.without_operator and operator == SIMULATED else []
-        control_plane.spawn("simulator", command + install, restart_args=command)
+        control_plane.spawn("simulator", command, restart_args=command)
         installed_at = None
-        if not args.without_operator and operator == REAL:
-            # As an admin installs it: on a cluster whose nodes are all up.
+        if not args.without_operator:
+            # NVIDIA's chart in both modes (the simulated controller reconciles the chart's own ClusterPolicy), as
+            # an admin installs it: on a cluster whose nodes are all up.
             _wait_settled(state, fleet, False, control_plane, args.timeout)
             installed_at = time.time()
             _install_real_operator(state, built, nvidia.chart, fleet, nfd=not args.without_nfd)
@@ -264,13 +262,12 @@ def _install_real_operator(state: ClusterState, built: binaries.Binaries, chart:
 def _operator_summary(state: ClusterState, args: argparse.Namespace, installed_at: float | None) -> str:
     if not state.with_operator:
         return "no GPU Operator (install it with playbooks/nvidia-gpu-operator.yml)"
-    if state.operator == SIMULATED:
-        return "GPU Operator simulated (ClusterPolicy ready, strategy mixed)"
     ready = operator_install.ready_since(_client(state))
     took = f", ClusterPolicy ready {ready - installed_at:.0f} s after helm install" \
         if ready is not None and installed_at is not None else ""
+    controller = "its controller simulated, " if state.operator == SIMULATED else ""
     return (f"NVIDIA's GPU Operator {upstream.OPERATOR_VERSION} installed from its chart "
-            f"(strategy {operator_install.STRATEGY}{', no NFD' if args.without_nfd else ''}{took})")
+            f"({controller}strategy {operator_install.STRATEGY}{', no NFD' if args.without_nfd else ''}{took})")
 
 
 def _wait_settled(state: ClusterState, fleet: fleet_file.Fleet, with_operator: bool, control_plane: ControlPlane,

@@ -66,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operator", choices=(REAL, SIMULATED), default=SIMULATED,
                         help="who runs the GPU Operator's controller: NVIDIA's (its pod runs for real) or the "
                              "simulation")
-    parser.add_argument("--install-operator", action="store_true",
-                        help="with --operator=simulated: create the ClusterPolicy as the chart would")
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: simulator.stop())
     signal.signal(signal.SIGINT, lambda *_: simulator.stop())
     threading.Thread(target=revoke_expired_credentials, args=(state_dir,), name="credentials", daemon=True).start()
-    simulator.run(install_operator=args.install_operator)
+    simulator.run()
     return 0
 
 

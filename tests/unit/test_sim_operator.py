@@ -7,7 +7,6 @@ import yaml
 
 from simcluster import upstream
 from simcluster.sim.operator import OPERANDS, daemonset_manifest, default_mig_config_data
-from simcluster.sim.simulator import default_policy
 
 
 def test_the_default_mig_configmap_is_the_operator_modules_own():
@@ -19,9 +18,18 @@ def test_the_default_mig_configmap_is_the_operator_modules_own():
     assert "all-balanced" in yaml.safe_load(default_mig_config_data()["config.yaml"])["mig-configs"]
 
 
+def cluster_policy(strategy):
+    """The parts of a ClusterPolicy the simulated controller reads (the chart renders them from its values)."""
+    return {"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": {"name": "cluster-policy", "uid": "u"},
+            "spec": {"mig": {"strategy": strategy},
+                     "daemonsets": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                     "effect": "NoSchedule"}]},
+                     "devicePlugin": {"enabled": True}, "gfd": {"enabled": True},
+                     "migManager": {"enabled": True, "env": [], "config": {"name": "", "default": "all-disabled"}}}}
+
+
 def test_the_mig_manager_daemonset_waits_for_operands_in_its_own_namespace():
-    policy = default_policy("single")
-    policy["metadata"]["uid"] = "u"
+    policy = cluster_policy("single")
     manager = next(operand for operand in OPERANDS if operand.spec_key == "migManager")
     env = {e["name"]: e for e in daemonset_manifest(policy, manager, "gpu-operator")["spec"]["template"]["spec"]
            ["containers"][0]["env"]}

@@ -26,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from migrollout import kube
 from migrollout.kube import KubeClient, KubeError
 from simcluster.fleet import Fleet, NodeSpec
@@ -47,29 +45,9 @@ from simcluster.sim.world import Informer, WorkQueue
 
 log = logging.getLogger("simcluster")
 
-CRD_FILE = Path(__file__).resolve().parent.parent / "data" / "clusterpolicy-crd.yaml"
-POLICY_NAME = "cluster-policy"
 REAL, SIMULATED = "real", "simulated"  # who runs the GPU Operator's controller
 
-__all__ = ["REAL", "SIMULATED", "NodeView", "Simulator", "default_policy"]
-
-
-def default_policy(strategy: str = "mixed") -> dict[str, Any]:
-    """The ClusterPolicy a stock chart install renders, with the given MIG strategy."""
-    return {
-        "apiVersion": names.POLICY_GROUP_VERSION,
-        "kind": "ClusterPolicy",
-        "metadata": {"name": POLICY_NAME},
-        "spec": {
-            "mig": {"strategy": strategy},
-            "daemonsets": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                           "priorityClassName": "system-node-critical", "updateStrategy": "RollingUpdate",
-                           "rollingUpdate": {"maxUnavailable": "1"}},
-            "driver": {"enabled": True}, "toolkit": {"enabled": True}, "devicePlugin": {"enabled": True},
-            "gfd": {"enabled": True}, "dcgmExporter": {"enabled": True}, "dcgm": {"enabled": False},
-            "migManager": {"enabled": True, "env": [], "config": {"name": "", "default": "all-disabled"}},
-        },
-    }
+__all__ = ["REAL", "SIMULATED", "NodeView", "Simulator"]
 
 
 class Simulator:
@@ -276,28 +254,6 @@ class Simulator:
 
     # -- start-up ----------------------------------------------------------------------------------------------
 
-    def install_operator(self, strategy: str = "mixed") -> None:
-        """Install the ClusterPolicy CRD and a ClusterPolicy, as if the GPU Operator chart had been installed."""
-        crd = yaml.safe_load(CRD_FILE.read_text())
-        try:
-            self.api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd,
-                            what="create the ClusterPolicy CRD")
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            current = self.api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}")
-            conditions = {c["type"]: c["status"] for c in (current.get("status") or {}).get("conditions") or []}
-            if conditions.get("Established") == "True":
-                break
-            time.sleep(0.2)
-        try:
-            self.api.create(names.POLICY_PATH, default_policy(strategy), what="create the ClusterPolicy")
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-
     def booted(self, spec: NodeSpec) -> list[hardware.Gpu]:
         """The GPUs a fleet node boots with (the fleet file was checked against the same code)."""
         if spec.gpu is None:
@@ -339,16 +295,14 @@ class Simulator:
             self.status_file.write_text(json.dumps({"registered": True, "idle": self.queue.idle(),
                                                     "nodes": len(self.fleet.nodes()), "time": time.time()}))
 
-    def run(self, install_operator: bool) -> None:
-        """``install_operator``: create the simulated operator's ClusterPolicy (the real operator's chart is
-        installed with helm by ``simcluster up``)."""
+    def run(self) -> None:
+        """Run until stopped. The GPU Operator's chart (and so its ClusterPolicy) is installed with helm, by
+        ``simcluster up`` or a playbook; the simulated controller, when chosen, reconciles that ClusterPolicy."""
         for informer in self.informers:
             informer.start()
         for informer in self.informers:
             informer.synced.wait(60)
         self.register_nodes()
-        if install_operator and self.simulated_operator:
-            self.install_operator()
         threads = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
                    for i in range(self.workers)]
         threads.append(threading.Thread(target=self._heartbeats, name="heartbeats", daemon=True))
