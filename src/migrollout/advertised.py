@@ -13,11 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from migrollout.catalogue import GpuModel
+from migrollout.labels import GPU_RESOURCE, MIG_RESOURCE_PREFIX
 from migrollout.migconfig import GpuLayout
 
 STRATEGIES = ("none", "single", "mixed")
-GPU_RESOURCE = "nvidia.com/gpu"
-MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
 
 

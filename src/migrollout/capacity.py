@@ -32,11 +32,11 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrollout.labels import is_gpu_resource
+
 Pod = Mapping[str, Any]
 Node = Mapping[str, Any]
 
-GPU_RESOURCE = "nvidia.com/gpu"
-MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 TERMINATED = ("Succeeded", "Failed")
 
@@ -50,10 +50,6 @@ NOT_CHECKED = ("CPU, memory and other non-GPU resources", "pod affinity and anti
 
 def _labels(node: Node) -> Mapping[str, str]:
     return (node.get("metadata") or {}).get("labels") or {}
-
-
-def is_gpu_resource(name: str) -> bool:
-    return name == GPU_RESOURCE or name.startswith(MIG_RESOURCE_PREFIX)
 
 
 def _quantity(value: Any) -> int:

@@ -29,6 +29,16 @@ NFD_NVIDIA_PCI = (
     "feature.node.kubernetes.io/pci-0300_10de.present",
 )
 
+# Extended resources the device plugin advertises: whole GPUs, and MIG devices per profile (mixed strategy).
+GPU_RESOURCE = "nvidia.com/gpu"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+
+
+def is_gpu_resource(name: str) -> bool:
+    """An NVIDIA GPU resource: what makes a pod a GPU workload and a node's allocatable GPU capacity."""
+    return name == GPU_RESOURCE or name.startswith(MIG_RESOURCE_PREFIX)
+
+
 # Operand pods, by their app label, as the operator names them.
 APP_DEVICE_PLUGIN = "nvidia-device-plugin-daemonset"
 APP_GFD = "gpu-feature-discovery"

@@ -37,7 +37,7 @@ def expect(config: MigPartedConfig, name: str, model: GpuModel, gpu_count: int, 
 def observe(node: dict[str, Any]) -> dict[str, Any]:
     allocatable = node.get("status", {}).get("allocatable") or {}
     resources = {k: int(v) for k, v in allocatable.items()
-                 if (k == "nvidia.com/gpu" or k.startswith("nvidia.com/mig-")) and str(v) not in ("0", "")}
+                 if labels.is_gpu_resource(k) and str(v) not in ("0", "")}
     return {"resources": resources, "labels": verified_label_keys(nodes.node_labels(node))}
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from migrollout import labels
 from migrollout.taints import Taint, tolerates
 
 Pod = Mapping[str, Any]
@@ -69,7 +70,7 @@ def requests_gpu(pod: Pod) -> bool:
         resources = container.get("resources") or {}
         for section in ("requests", "limits"):
             for name in resources.get(section) or {}:
-                if name == "nvidia.com/gpu" or name.startswith("nvidia.com/mig-"):
+                if labels.is_gpu_resource(name):
                     return True
     return False
 
