@@ -2,8 +2,9 @@
 budgets hold (as the API server saw the nodes, not as the toolkit logged them), a node someone else cordoned counts
 against its pool, the capacity check refuses or waits, and every step of every node leaves an Event.
 
-The shared cluster's simulated operator does not tolerate the runbook's mig taint, so these rollouts cordon instead
-(as test_rollout_playbook does): a node is in maintenance while it is cordoned or carries the rollout record."""
+The shared cluster's operator (installed by simcluster up with the chart's defaults, not by the gpu_operator role)
+does not tolerate the runbook's mig taint, so these rollouts cordon instead (as test_rollout_playbook does): a node
+is in maintenance while it is cordoned or carries the rollout record."""
 
 from __future__ import annotations
 
