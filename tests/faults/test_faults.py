@@ -499,17 +499,22 @@ def test_11_a_reboot_required_failure_says_a_reboot_is_needed_and_how_to_allow_i
 
 def test_11_a_failed_rollback_is_shown_as_failed_and_in_the_report(cluster, tmp_path):
     node = nodes_of(cluster, "msgs")[2]
+    # The previous config has MIG devices, so its re-apply has to create instances too, which the injected fault
+    # makes fail (as mig-parted does, an apply that changes nothing, such as back to all-disabled, succeeds).
+    previous = "all-3g.40gb"
+    cluster.label(node, {CONFIG: previous})
+    cluster.wait_settled(node, previous)
     inject_fault(cluster, node, "apply-fails")
     result = run_rollout(cluster, tmp_path, "-e", f"mig_config={TARGET}", "-e", "mig_rollout_rollback_on_failure=true",
                          limit=node)
     assert result.returncode != 0
     # The rollback was tried and failed, on the API server's view: back at the old config, state failed.
     labels = cluster.labels(node)
-    assert labels[CONFIG] == "all-disabled" and labels[STATE] == "failed"
+    assert labels[CONFIG] == previous and labels[STATE] == "failed"
     assert record(cluster, node)["step"] == "failed"
     row = latest_report(tmp_path)["nodes"][0]
     assert row["rollback"] == "failed"
-    assert "the rollback to all-disabled FAILED: node" in row["reason"]
+    assert f"the rollback to {previous} FAILED: node" in row["reason"]
     assert "TASK [nvidia_mig.rollout.mig_rollout : Re-apply the node's previous MIG config]" in result.stdout
     assert "...ignoring" in result.stdout
 
