@@ -166,7 +166,7 @@ try:
     from migrollout.catalogue import GpuModel
     from migrollout.migconfig import fit_problems
     from migrollout.migsetup import MigSetup, discover
-    from migrollout.migstate import FollowResult, follow, mode_change, reboot_allowed
+    from migrollout.migstate import FollowResult, follow, label_decision, mode_change, reboot_allowed
     from migrollout.rollout import fence
     from migrollout.taints import Taint, tolerates
 except ImportError:  # run_module reports the missing package
@@ -187,7 +187,6 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     **ROLLOUT_LOCK_SPEC,
 }
 
-BUSY_STATES = ("pending", "rebooting")
 CONFLICT_ATTEMPTS = 10  # the node changed between the read and the write: read it and decide again, this often
 # With the plan's checks (checked), the MIG manager pod is looked for only when no final state came this soon.
 MANAGER_LOOK_AFTER_S = 60
@@ -263,21 +262,13 @@ def _run_once(ctx: TaskContext, guard: Any) -> dict[str, Any]:
                               "previous_state": state, "config_map": f"{setup.namespace}/{setup.config_map}",
                               "transitions": [], "changed": False}
 
-    # Decide what to write: nothing, the label, or a restart of the MIG manager (it only acts on a change).
-    retrigger = False
-    if current == config:
-        if state == "success" and not params["reapply"]:
-            result["state"] = state
-            return result
-        if state == "failed" and not params["reapply"]:
-            raise TaskFailed(f"node {name}: MIG config {config} is already set and its last apply failed; the "
-                             f"MIG manager reacts only to a change of the label: set reapply (in a rollout, "
-                             f"mig_rollout_reapply_failed) to restart it once the cause is fixed", **result)
-        retrigger = params["reapply"] and state not in BUSY_STATES
-    elif state in BUSY_STATES:
-        raise TaskFailed(f"node {name}: the MIG manager is busy applying {current} (state {state}); changing the "
-                         f"label now would race with it. Wait for it to finish, or, if it is stuck, restart the "
-                         f"nvidia-mig-manager pod on the node", **result)
+    decision = label_decision(current, state, config, params["reapply"])
+    if decision.applied:
+        result["state"] = state
+        return result
+    if decision.refusal:
+        raise TaskFailed(f"node {name}: {decision.refusal}", **result)
+    retrigger = decision.retrigger
 
     # The plan saw a MIG manager running there: look for it now only to restart it, or if the apply hangs.
     manager = manager_running(ctx, setup, name) if not checked or retrigger else None
@@ -293,7 +284,7 @@ def _run_once(ctx: TaskContext, guard: Any) -> dict[str, Any]:
                              f"the new pod could not be scheduled past taint {', '.join(stranded)} (the MIG manager's "
                              f"DaemonSet does not tolerate it)", **result)
 
-    writes = current != config or retrigger
+    writes = decision.write
     if ctx.diff and writes:
         result["diff"] = {
             "before_header": f"node/{name} labels", "after_header": f"node/{name} labels",

@@ -276,7 +276,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 )
 
 try:
-    from migrollout import capacity, events, nodes, taints
+    from migrollout import capacity, events, nodes, taints, timestamps
     from migrollout.evacuation.engine import Evacuator, options_problem
     from migrollout.evacuation.selection import EVICT, Options, keeping_off
     from migrollout.migsetup import discover
@@ -523,9 +523,8 @@ def failed(step: Step) -> dict[str, Any]:
 
 
 def _since(text: str) -> float | None:
-    try:
-        started = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    except (TypeError, ValueError):
+    started = timestamps.parse(text)
+    if started is None:
         return None
     return (datetime.datetime.now(datetime.UTC) - started).total_seconds()
 

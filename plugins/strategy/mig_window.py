@@ -45,7 +45,6 @@ author: NVIDIA MIG rollout toolkit maintainers (@nvidia-mig-rollout)
 """
 
 import contextlib
-import datetime
 import gc
 import os
 import time
@@ -59,6 +58,7 @@ from ansible.utils.display import Display
 try:
     from migrollout.rollout import slots
     from migrollout.rollout.schedule import Progress, Schedule, ScheduleError
+    from migrollout.timestamps import micro_time_text
 
     IMPORT_ERROR = None
 except ImportError as exc:  # reported when the strategy runs
@@ -75,7 +75,7 @@ RESULT_POLL_S = 0.0005    # how often the wait looks for a result
 
 
 def _now_text() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return micro_time_text()
 
 
 @dataclass

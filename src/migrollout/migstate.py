@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from migrollout import labels, nodes
 from migrollout.catalogue import GpuModel
 from migrollout.kube import KubeClient, KubeError
 from migrollout.migconfig import MigPartedConfig, resolve
+from migrollout.timestamps import micro_time_text
 from migrollout.verification import Comparison, Expectation, compare
 
 # While a stop check is given, a watch is re-opened at least this often so the check runs even when the node
@@ -19,8 +19,39 @@ from migrollout.verification import Comparison, Expectation, compare
 STOP_CHECK_EVERY_S = 10
 
 
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+# The MIG manager is working on the config its label names: a new label now would race with it.
+BUSY_STATES = ("pending", "rebooting")
+
+
+@dataclass(frozen=True)
+class LabelDecision:
+    """What setting a node's MIG config label takes: nothing (``applied``: the config is there, in ``success``),
+    the label write (which clears the stale state), a restart of the MIG manager as well (``retrigger``: it
+    acts only on a change of the label, so re-applying the same config needs one), or nothing because the
+    write must not happen now (``refusal``, a sentence)."""
+
+    write: bool = False
+    retrigger: bool = False
+    applied: bool = False
+    refusal: str = ""
+
+
+def label_decision(current: str, state: str, wanted: str, reapply: bool) -> LabelDecision:
+    """The decision for a node labelled ``current`` in state ``state`` that should be at ``wanted``."""
+    if current == wanted:
+        if state == "success" and not reapply:
+            return LabelDecision(applied=True)
+        if state == "failed" and not reapply:
+            return LabelDecision(refusal=f"MIG config {wanted} is already set and its last apply failed; the MIG "
+                                         f"manager reacts only to a change of the label: set reapply (in a rollout, "
+                                         f"mig_rollout_reapply_failed) to restart it once the cause is fixed")
+        retrigger = reapply and state not in BUSY_STATES
+        return LabelDecision(write=retrigger, retrigger=retrigger)   # otherwise: wait for the apply under way
+    if state in BUSY_STATES:
+        return LabelDecision(refusal=f"the MIG manager is busy applying {current} (state {state}); changing the "
+                                     f"label now would race with it. Wait for it to finish, or, if it is stuck, "
+                                     f"restart the nvidia-mig-manager pod on the node")
+    return LabelDecision(write=True)
 
 
 @dataclass
@@ -79,11 +110,11 @@ def follow(api: KubeClient, name: str, config: str, since_version: str, timeout:
                 now = time.monotonic() - started
                 ready = nodes.is_ready(node)
                 if last_ready is not None and ready != last_ready:
-                    result.transitions.append(Transition("node-ready" if ready else "node-not-ready", _utc_now(), now))
+                    result.transitions.append(Transition("node-ready" if ready else "node-not-ready", micro_time_text(), now))
                 last_ready = ready
                 state = nodes.mig_state(node)
                 if state != last_state:
-                    result.transitions.append(Transition(state, _utc_now(), now))
+                    result.transitions.append(Transition(state, micro_time_text(), now))
                     last_state = state
                 if nodes.mig_config(node) != config:
                     raise nodes.NodeError(f"node {name}: someone changed {labels.MIG_CONFIG} to "

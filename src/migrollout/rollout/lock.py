@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrollout import kube
+from migrollout import kube, timestamps
 from migrollout.kube import Connection, KubeClient, KubeError
 from migrollout.processes import pid_alive
 from migrollout.rollout import fence, slots
@@ -36,15 +36,6 @@ from migrollout.timestamps import micro_time_text, time_text
 
 LEASE_NAME = "mig-rollout"
 HOLDER_ANNOTATION = "mig-rollout.nvidia-mig-rollout.io/holder"
-
-
-def _parse(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
-    except ValueError:
-        return datetime.datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
 
 
 def lease_path(namespace: str, name: str = LEASE_NAME) -> str:
@@ -79,7 +70,7 @@ def state(lease: dict[str, Any]) -> LeaseState:
             details = json.loads(raw)
         except ValueError:
             details = {}
-    return LeaseState(spec.get("holderIdentity") or "", _parse(spec.get("renewTime")),
+    return LeaseState(spec.get("holderIdentity") or "", timestamps.parse(spec.get("renewTime")),
                       int(spec.get("leaseDurationSeconds") or 0), details)
 
 
