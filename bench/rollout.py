@@ -59,6 +59,18 @@ def ansible_playbook(cluster: Cluster, playbook: str, kubeconfig: str, *extra: s
     return elapsed, result.stdout
 
 
+def install_operator_and_rbac(cluster: Cluster) -> float:
+    """NVIDIA's chart installed by the operator playbook (seconds it took), the rollout's roles bound to its
+    ServiceAccount, and the FlowSchema that counts that ServiceAccount's requests apart."""
+    elapsed, _ = ansible_playbook(cluster, "playbooks/nvidia-gpu-operator.yml", cluster.kubeconfig,
+                                  "-e", f"gpu_operator_chart_path={upstream.build().chart}",
+                                  "-e", "gpu_operator_wait_timeout=900")
+    cluster.kubectl("apply", "-f", str(REPO / "rbac" / "mig-rollout.yaml"), "-f",
+                    str(REPO / "rbac" / "bind-example.yaml"))
+    cluster.api.create("/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas", FLOW_SCHEMA)
+    return round(elapsed, 1)
+
+
 def step_figures(report: dict) -> dict[str, object]:
     """Per node, on average over the nodes done: seconds in each step and API requests of each task, from the
     report; and the node phase (first node's start to last node's end, from the window's slot times)."""
@@ -99,14 +111,8 @@ def main() -> int:
             nodes = len([n for n in cluster.api.list("/api/v1/nodes")[0]
                          if "nvidia.com/gpu.present" in n["metadata"].get("labels", {})
                          or "feature.node.kubernetes.io/pci-10de.present" in n["metadata"].get("labels", {})])
-            admin, operator = cluster.kubeconfig, cluster.operator_kubeconfig
-            elapsed, _ = ansible_playbook(cluster, "playbooks/nvidia-gpu-operator.yml", admin,
-                                          "-e", f"gpu_operator_chart_path={upstream.build().chart}",
-                                          "-e", "gpu_operator_wait_timeout=900")
-            figures["operator_install_s"] = round(elapsed, 1)
-            cluster.kubectl("apply", "-f", str(REPO / "rbac" / "mig-rollout.yaml"), "-f",
-                            str(REPO / "rbac" / "bind-example.yaml"))
-            cluster.api.create("/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas", FLOW_SCHEMA)
+            operator = cluster.operator_kubeconfig
+            figures["operator_install_s"] = install_operator_and_rbac(cluster)
             runs = (("window_1", "1", "all-1g.10gb"), ("window_10_percent", "10%", "all-disabled"))
             for label, window, config in runs:
                 before = requests_so_far(cluster)

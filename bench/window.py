@@ -29,13 +29,12 @@ from pathlib import Path
 
 import yaml
 
-from simcluster import upstream
 from simcluster.testing import start_cluster, stop_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
 sys.path.insert(0, str(REPO / "bench"))
-from rollout import FLOW_SCHEMA, ansible_playbook, requests_so_far  # noqa: E402
+from rollout import ansible_playbook, install_operator_and_rbac, requests_so_far  # noqa: E402
 
 FAST_POOL, SLOW_POOL = "a100", "a100-reboot"
 
@@ -99,13 +98,7 @@ def main() -> int:
                                 "--timeout", "900")
         figures["simcluster_up_s"] = round(time.monotonic() - started, 1)
         try:
-            elapsed, _ = ansible_playbook(cluster, "playbooks/nvidia-gpu-operator.yml", cluster.kubeconfig,
-                                          "-e", f"gpu_operator_chart_path={upstream.build().chart}",
-                                          "-e", "gpu_operator_wait_timeout=900")
-            figures["operator_install_s"] = round(elapsed, 1)
-            cluster.kubectl("apply", "-f", str(REPO / "rbac" / "mig-rollout.yaml"), "-f",
-                            str(REPO / "rbac" / "bind-example.yaml"))
-            cluster.api.create("/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas", FLOW_SCHEMA)
+            figures["operator_install_s"] = install_operator_and_rbac(cluster)
             # Each run changes every node: the fast ones within MIG mode, the slow ones into or out of it.
             runs = (("window", ["-e", f"mig_rollout_max_unavailable={args.window}"], "all-2g.20gb", "all-1g.10gb"),
                     ("batches", ["-e", "mig_rollout_schedule=batches", "-e", f"mig_rollout_serial={args.window}"],
