@@ -29,7 +29,7 @@ from simcluster.sim import hardware, names
 from simcluster.sim.gpus import GpuModel
 from simcluster.sim.hardware import Gpu
 from simcluster.sim.mig_configs import pod_env
-from simcluster.sim.view import Clock, NodeView, Wake, Writer
+from simcluster.sim.view import Clock, NodeView, Wake, Writer, start_delay_left
 
 STRATEGIES = ("none", "single", "mixed")
 
@@ -112,10 +112,9 @@ class DevicePlugin:
             process = f"{pod['metadata']['uid']}/{self.boot_epoch(view.name)}"
             registration = self.started.get(process)
             if registration is None:
-                ready = self.ready_at.get(pod["metadata"]["uid"])
-                waited = self.clock() - ready if ready is not None else 1e9
-                if waited < self.start_delay_s:
-                    self.wake(view.name, self.start_delay_s - waited)
+                left = start_delay_left(self.ready_at, pod, self.clock(), self.start_delay_s)
+                if left > 0:
+                    self.wake(view.name, left)
                     return
                 strategy = pod_env(pod, "MIG_STRATEGY") or "none"
                 registration = self.started[process] = register(model, hardware.gpus(view.node), strategy)

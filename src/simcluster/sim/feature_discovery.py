@@ -31,7 +31,7 @@ from simcluster.sim import hardware, names
 from simcluster.sim.gpus import GpuModel
 from simcluster.sim.hardware import Gpu, MigDevice
 from simcluster.sim.mig_configs import pod_env
-from simcluster.sim.view import Clock, NodeView, Wake, Writer
+from simcluster.sim.view import Clock, NodeView, Wake, Writer, start_delay_left
 
 # The simulated node's driver stack and machine (what NVML and /sys/class/dmi/id/product_name would say).
 DRIVER_VERSION = "580.95.05"
@@ -164,10 +164,9 @@ class FeatureDiscovery:
         pod = view.running_operand(names.APP_GFD)
         if model is None or pod is None:
             return
-        ready = self.ready_at.get(pod["metadata"]["uid"])
-        waited = self.clock() - ready if ready is not None else 1e9
-        if waited < self.start_delay_s:
-            self.wake(view.name, self.start_delay_s - waited)
+        left = start_delay_left(self.ready_at, pod, self.clock(), self.start_delay_s)
+        if left > 0:
+            self.wake(view.name, left)
             return
         strategy = pod_env(pod, "MIG_STRATEGY") or "none"
         desired = gfd_labels(model, hardware.gpus(view.node), strategy)

@@ -25,6 +25,14 @@ class Writer(Protocol):
     def delete_pod(self, pod: dict[str, Any], grace_seconds: int | None = 0) -> None: ...
 
 
+def start_delay_left(ready_at: dict[str, float], pod: dict[str, Any], now: float, delay_s: float) -> float:
+    """Seconds until an operand's process has started, ``delay_s`` after the kubelet made its pod ready
+    (``ready_at``: pod uid -> when); 0 once it has."""
+    ready = ready_at.get(pod["metadata"]["uid"])
+    waited = now - ready if ready is not None else 1e9
+    return max(0.0, delay_s - waited)
+
+
 def _resource_names(pod: dict[str, Any]) -> set[str]:
     spec = pod.get("spec", {})
     found: set[str] = set()
