@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MODULES = sorted(path.stem for path in (REPO / "plugins" / "modules").glob("*.py"))
 COLLECTION = "ansible_collections.nvidia_mig.rollout"
 

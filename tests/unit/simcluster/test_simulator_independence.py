@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "simcluster"
+SRC = Path(__file__).resolve().parents[3] / "src" / "simcluster"
 ALLOWED = {"migrollout.kube", "migrollout.timestamps", "migrollout.processes"}
 
 

@@ -92,7 +92,7 @@ def test_every_setting_has_a_role_default():
 
     import yaml
 
-    defaults = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles/mig_rollout/defaults/main.yml").read_text())
+    defaults = yaml.safe_load((Path(__file__).resolve().parents[4] / "roles/mig_rollout/defaults/main.yml").read_text())
     assert {s.name for s in SETTINGS} == {name for name in defaults if name.startswith("mig_rollout_")}
     assert check({name: value for name, value in defaults.items() if "{{" not in str(value)})
 
