@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from migrollout.kube import Connection, KubeClient, KubeError
-from simcluster import binaries, identities, operator_install, upstream
+from simcluster import binaries, certs, identities, operator_install, upstream
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
     ClusterError,
@@ -169,6 +169,10 @@ def _restart(state: ClusterState, args: argparse.Namespace, started: float) -> i
     """`up` on an existing cluster: start again what stopped, keeping its state (etcd's data, certificates,
     ports, workloads); options that would make it another cluster are refused."""
     directory = state.path
+    if certs.predates_strict_tls(directory / "pki"):
+        print(f"simcluster: the certificates in {directory / 'pki'} lack the key identifiers strict TLS "
+              f"verifiers (Python 3.13, openssl -x509_strict) require; 'simcluster up --fresh' issues new ones",
+              file=sys.stderr)
     conflicts = _conflicts(state, args)
     if conflicts:
         raise ClusterError(f"the cluster in {directory} runs with other settings ({'; '.join(conflicts)}); "
