@@ -97,7 +97,8 @@ try:
     from migrollout import catalogue, labels, nodes
     from migrollout.catalogue import GpuModel
     from migrollout.kube import KubeError
-    from migrollout.migconfig import Dialect, check_custom_configs
+    from migrollout.migconfig.document import Dialect
+    from migrollout.migconfig.layouts import check_custom_configs
     from migrollout.operator_values import MigConfigsRefused, chart_versions, mig_manager_for
 except ImportError:  # run_module reports the missing package
     pass

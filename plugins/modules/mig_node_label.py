@@ -164,7 +164,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 try:
     from migrollout import events, kube, labels, nodes
     from migrollout.catalogue import GpuModel
-    from migrollout.migconfig import fit_problems
+    from migrollout.migconfig.layouts import fit_problems
     from migrollout.migsetup import MigSetup, discover
     from migrollout.migstate import FollowResult, follow, label_decision, mode_change, reboot_allowed
     from migrollout.rollout import fence

@@ -153,7 +153,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 try:
     from migrollout import clusterpolicy, kube, labels, selectors, taints
     from migrollout.evacuation.selection import Options
-    from migrollout.migconfig import MigConfigError, parse_configmap
+    from migrollout.migconfig.document import MigConfigError, parse_configmap
     from migrollout.migsetup import read_policy
     from migrollout.rollout.plan import (
         CHANGE,

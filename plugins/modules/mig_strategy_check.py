@@ -66,7 +66,8 @@ try:
     from migrollout import clusterpolicy, labels, nodes
     from migrollout.advertised import single_strategy_error
     from migrollout.default_config import default_mig_config
-    from migrollout.migconfig import DISABLED, MigPartedConfig, resolve
+    from migrollout.migconfig.document import MigPartedConfig
+    from migrollout.migconfig.layouts import DISABLED, resolve
     from migrollout.migsetup import SetupError, read_config_map, read_policy
 except ImportError:  # run_module reports the missing package
     pass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from migrollout.catalogue import GpuModel
 from migrollout.labels import GPU_RESOURCE, MIG_RESOURCE_PREFIX
-from migrollout.migconfig import GpuLayout
+from migrollout.migconfig.layouts import GpuLayout
 
 STRATEGIES = ("none", "single", "mixed")
 

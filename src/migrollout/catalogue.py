@@ -1,8 +1,8 @@
 """The MIG catalogue: every GPU model the toolkit knows, with its MIG profiles.
 
-This is the single source of the toolkit's MIG hardware facts: fit checks of configs
-(``migconfig``), what a node must advertise (``advertised``) and model identification
-(``nodes``) read it. Default configs are not derived from it: they are per-operator-release
+This is the single source of the toolkit's MIG hardware facts, go-nvlib's profile-name grammar
+(``parse_profile_name``) included: fit checks of configs (``migconfig``), what a node must
+advertise (``advertised``) and model identification (``nodes``) read it. Default configs are not derived from it: they are per-operator-release
 data (``default_config``).
 
 Sources, and how sure each fact is:
@@ -18,6 +18,7 @@ Sources, and how sure each fact is:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -43,11 +44,85 @@ class ProfileName:
     negative_attributes: frozenset[str] = frozenset()
 
 
-def split_profile_name(name: str) -> ProfileName | None:
-    """The parts of a well-formed profile name (None when malformed); ``migconfig`` holds the full grammar."""
-    # Imported here: migconfig imports this module for the models.
-    from migrollout.migconfig import parse_profile_name
+# -- the profile-name grammar (go-nvlib) ---------------------------------------------------------------------
 
+_NUMBER = re.compile(r"[+-]?[0-9]+")
+# go-nvlib reads each number with strconv.Atoi into a 64-bit Go int.
+_GO_INT_MAX = 2**63 - 1
+
+
+def _profile_field(text: str, suffix: str) -> tuple[int | None, str]:
+    if text.strip() != text:
+        return None, f"leading or trailing spaces on '<n>{suffix}'"
+    if not text.endswith(suffix):
+        return None, f"missing '{suffix}' from '<n>{suffix}'"
+    number = text[: -len(suffix)]
+    if not _NUMBER.fullmatch(number) or abs(int(number)) > _GO_INT_MAX:
+        return None, f"malformed number in '<n>{suffix}'"
+    return int(number), ""
+
+
+def _profile_attributes(text: str, dotted: bool) -> tuple[list[str] | None, str]:
+    seen: set[str] = set()
+    attributes = text.split(",")
+    for attribute in attributes:
+        if attribute in seen:
+            return None, "non unique attribute in list"
+        if attribute == "":
+            return None, "empty attribute in list"
+        if attribute.strip() != attribute:
+            return None, "leading or trailing spaces in attribute"
+        if attribute[0].isascii() and attribute[0].isdigit():
+            return None, "attribute begins with a number"
+        if dotted and (attribute[0] == "." or attribute[-1] == "."):
+            return None, "attribute begins/ends with a dot"
+        allowed = r"[A-Za-z0-9.]+" if dotted else r"[A-Za-z0-9]+"
+        if not re.fullmatch(allowed, attribute):
+            return None, "non alpha-numeric character or digit in attribute"
+        seen.add(attribute)
+    return attributes, ""
+
+
+@cache
+def parse_profile_name(name: str, extended: bool = True) -> tuple[ProfileName | None, str]:
+    """go-nvlib's reading of a profile name: (parts, "") or (None, why it is malformed).
+
+    ``extended``: the grammar of go-nvlib 0.7.4 and later (``-me``, ``+me.all``); without it, only
+    ``+<alnum>,...`` attributes (MIG managers before v0.12.3).
+    """
+    if name == "":
+        return None, "profile is the empty string"
+    positive = name.split("+", 1)
+    negative = name.split("-", 1) if extended else [name]
+    if len(positive) == 2 and len(negative) == 2:
+        return None, f"profile '{name}' contains both '+/-' attributes"
+    parts = positive if len(positive) == 2 else negative
+    fields = parts[0].split(".", 2)
+    values: list[int] = []
+    suffixes = ("c", "g", "gb") if len(fields) == 3 else ("g", "gb") if len(fields) == 2 else ()
+    if not suffixes:
+        return None, f"cannot parse fields of '{name}': parsed wrong number of fields, expected 2 or 3"
+    for text, suffix in zip(fields, suffixes, strict=True):
+        value, error = _profile_field(text, suffix)
+        if value is None:
+            return None, f"cannot parse fields of '{name}': {error}"
+        values.append(value)
+    if len(values) == 2:
+        values.insert(0, values[0])
+    attributes: list[str] = []
+    if len(parts) == 2:
+        found, error = _profile_attributes(parts[1], dotted=extended)
+        if found is None:
+            return None, f"cannot parse attributes of '{name}': {error}"
+        attributes = found
+    is_negative = len(parts) == 2 and parts is negative
+    return ProfileName(values[0], values[1], values[2],
+                       frozenset() if is_negative else frozenset(attributes),
+                       frozenset(attributes) if is_negative else frozenset()), ""
+
+
+def split_profile_name(name: str) -> ProfileName | None:
+    """The parts of a well-formed profile name (None when malformed)."""
     parsed, _error = parse_profile_name(name)
     return parsed
 
@@ -183,7 +258,7 @@ def _profile_lookup(model: GpuModel, name: str) -> MigProfile | None:
     return None
 
 
-# -- recorded tables (NVML GPU-instance profiles as go-nvml's mocks record them) ---------------------------
+# -- recorded tables (NVML GPU-instance profiles as go-nvml's mocks record them) -----------------------------
 
 def _recorded(name: str, max_count: int, compute: int, memory_slices: int, mib: int, sms: int,
               engines: tuple[int, int, int, int, int], placements: tuple[int, ...]) -> MigProfile:
@@ -225,7 +300,7 @@ A30 = (
 )
 
 
-# -- estimated tables (names and counts from NVIDIA's default configs; the rest by slice geometry) ----------
+# -- estimated tables (names and counts from NVIDIA's default configs; the rest by slice geometry) -----------
 
 def _estimated_engines(compute: int, media: bool, whole: bool) -> tuple[int, int, int, int, int]:
     decoder = {1: 0, 2: 1, 3: 2, 4: 2, 7: 5}.get(compute, 0)

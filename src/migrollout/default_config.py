@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from migrollout.catalogue import NVIDIA_VENDOR_ID
-from migrollout.migconfig import MigPartedConfig, dump_yaml, parse_config, version_tuple
+from migrollout.migconfig.document import MigPartedConfig, parse_config, version_tuple
+from migrollout.migconfig.go_yaml import dump_yaml
 
 DEFAULT_CONFIGMAP_NAME = "default-mig-parted-config"
 # The chart version the role installs unless told otherwise (roles/gpu_operator/defaults).

@@ -11,7 +11,7 @@ from typing import Any
 
 from migrollout import clusterpolicy, kube
 from migrollout.kube import KubeClient
-from migrollout.migconfig import MigConfigError, MigPartedConfig, parse_configmap
+from migrollout.migconfig.document import MigConfigError, MigPartedConfig, parse_configmap
 
 
 class SetupError(Exception):

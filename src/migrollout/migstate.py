@@ -10,7 +10,8 @@ from typing import Any
 from migrollout import labels, nodes
 from migrollout.catalogue import GpuModel
 from migrollout.kube import KubeClient, KubeError
-from migrollout.migconfig import MigPartedConfig, resolve
+from migrollout.migconfig.document import MigPartedConfig
+from migrollout.migconfig.layouts import resolve
 from migrollout.timestamps import micro_time_text
 from migrollout.verification import Comparison, Expectation, compare
 

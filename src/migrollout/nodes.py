@@ -9,7 +9,8 @@ from typing import Any
 from migrollout import catalogue, labels
 from migrollout.catalogue import GpuModel
 from migrollout.kube import KubeClient, KubeError, node_path, retry_on_conflict
-from migrollout.migconfig import MigPartedConfig, devices_per_gpu
+from migrollout.migconfig.document import MigPartedConfig
+from migrollout.migconfig.layouts import devices_per_gpu
 
 Node = dict[str, Any]
 

@@ -11,7 +11,13 @@ from typing import Any
 import yaml
 
 from migrollout import default_config
-from migrollout.migconfig import Dialect, check_document, mig_parted_yaml, profile_format_error, version_tuple
+from migrollout.migconfig.document import (
+    Dialect,
+    check_document,
+    mig_parted_yaml,
+    profile_format_error,
+    version_tuple,
+)
 
 __all__ = ["MergedConfigs", "MigConfigsRefused", "build_values", "chart_versions", "deep_merge",
            "merged_mig_configs", "mig_manager_for", "mig_parted_yaml"]

@@ -8,7 +8,8 @@ from typing import Any
 from migrollout import labels, nodes
 from migrollout.advertised import advertise, verified_label_keys
 from migrollout.catalogue import GpuModel
-from migrollout.migconfig import MigPartedConfig, resolve
+from migrollout.migconfig.document import MigPartedConfig
+from migrollout.migconfig.layouts import resolve
 
 
 @dataclass

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from migrollout import catalogue, default_config, operator_values
-from migrollout.migconfig import Dialect, mig_parted_yaml
+from migrollout.migconfig.document import Dialect, mig_parted_yaml
 from simcluster import upstream
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import pytest
 
 from migrollout import catalogue
 from migrollout.advertised import gfd_labels
-from migrollout.migconfig import GpuLayout
+from migrollout.migconfig.layouts import GpuLayout
 from simcluster import upstream
 
 RECORDED = ("A100-SXM4-40GB", "A100-PCIE-40GB", "A100-SXM4-80GB", "A100-PCIE-80GB", "A30-PCIE-24GB")

@@ -13,7 +13,8 @@ import yaml
 from fixtures_mig import ORACLE_DIALECT
 
 from migrollout import catalogue, default_config
-from migrollout.migconfig import ConfigEntry, MigPartedConfig, parse_config_text, walk
+from migrollout.migconfig.document import ConfigEntry, MigPartedConfig, parse_config_text
+from migrollout.migconfig.layouts import walk
 from simcluster import upstream
 
 MODULE_RELEASE = "v25.3.4"

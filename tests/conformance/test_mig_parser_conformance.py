@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from fixtures_mig import ORACLE_DIALECT, Case, corpus, mig_parted_dir, selection_gpus  # noqa: F401 (fixtures)
 
-from migrollout.migconfig import MigPartedConfig, check_document, parse_config_text, walk
+from migrollout.migconfig.document import MigPartedConfig, check_document, parse_config_text
+from migrollout.migconfig.layouts import walk
 from simcluster import upstream
 
 CATEGORIES = ("upstream", "toolkit", "mismatch", "mutation")

@@ -17,7 +17,8 @@ from migrollout import capacity, clusterpolicy, labels, nodes, selectors, taints
 from migrollout.evacuation.selection import DELETE, EVICT, Options, comes_back, keeping_off
 from migrollout.evacuation.selection import REFUSE as REFUSE_POD
 from migrollout.evacuation.selection import plan as evacuation_plan
-from migrollout.migconfig import CONFIG_KEY, Dialect, MigPartedConfig, check_document, fit_problems
+from migrollout.migconfig.document import CONFIG_KEY, Dialect, MigPartedConfig, check_document
+from migrollout.migconfig.layouts import fit_problems
 from migrollout.migstate import mode_change
 from migrollout.rollout import record, schedule
 from migrollout.taints import Taint, tolerates

@@ -4,7 +4,8 @@ import pytest
 
 from migrollout import catalogue
 from migrollout.advertised import advertise, device_plugin_resources, gfd_labels, single_strategy_error
-from migrollout.migconfig import DISABLED, GpuLayout, parse_config_text
+from migrollout.migconfig.document import parse_config_text
+from migrollout.migconfig.layouts import DISABLED, GpuLayout
 from migrollout.verification import expect
 
 MIG_MODELS = [m for m in catalogue.MODELS if m.mig_capable]

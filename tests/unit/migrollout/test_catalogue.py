@@ -4,7 +4,7 @@ import pytest
 
 from migrollout import catalogue
 from migrollout.default_config import default_mig_config
-from migrollout.migconfig import GpuLayout, layout_problems, resolve
+from migrollout.migconfig.layouts import GpuLayout, layout_problems, resolve
 
 # model key -> (PCI device id, {profile: max count}) as NVIDIA's default configs give them
 UPSTREAM = {

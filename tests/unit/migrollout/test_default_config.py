@@ -13,7 +13,8 @@ from migrollout.default_config import (
     mig_manager_version,
     recorded_versions,
 )
-from migrollout.migconfig import GpuLayout, check_document, parse_config_text, resolve
+from migrollout.migconfig.document import check_document, parse_config_text
+from migrollout.migconfig.layouts import GpuLayout, resolve
 
 
 def test_recorded_releases():
@@ -71,7 +72,7 @@ def test_releases_differ():
 
 @pytest.mark.parametrize("version", ["v25.3.4", "v26.7.0"])
 def test_default_file_loads_in_its_own_mig_manager(version):
-    from migrollout.migconfig import Dialect
+    from migrollout.migconfig.document import Dialect
 
     text = default_config_yaml(version)
     assert check_document(text, Dialect.for_mig_manager(mig_manager_version(version))) == []

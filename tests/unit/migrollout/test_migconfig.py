@@ -6,26 +6,26 @@ from dataclasses import replace
 import pytest
 
 from migrollout import catalogue
-from migrollout.migconfig import (
+from migrollout.migconfig.document import (
     DEFAULT_DIALECT,
-    DISABLED,
     Dialect,
-    GpuLayout,
     MigConfigError,
-    apply_layouts,
-    check_custom_configs,
     check_document,
-    describe_layouts,
-    dump_yaml,
-    fit_problems,
-    go_parse_int,
-    layout_problems,
-    load_yaml,
     mig_parted_yaml,
     parse_config,
     parse_config_text,
     parse_configmap,
     profile_format_error,
+)
+from migrollout.migconfig.go_yaml import dump_yaml, go_parse_int, load_yaml
+from migrollout.migconfig.layouts import (
+    DISABLED,
+    GpuLayout,
+    apply_layouts,
+    check_custom_configs,
+    describe_layouts,
+    fit_problems,
+    layout_problems,
     resolve,
     walk,
 )

@@ -2,7 +2,8 @@
 
 import pytest
 
-from migrollout.migconfig import Dialect, check_document, load_yaml
+from migrollout.migconfig.document import Dialect, check_document
+from migrollout.migconfig.go_yaml import load_yaml
 from migrollout.operator_values import (
     MigConfigsRefused,
     build_values,

@@ -7,7 +7,7 @@ import pytest
 from migrollout import selectors
 from migrollout.default_config import build_default_config, default_config_yaml
 from migrollout.evacuation.selection import Options
-from migrollout.migconfig import parse_config
+from migrollout.migconfig.document import parse_config
 from migrollout.rollout import record
 from migrollout.rollout.fence import LockLost
 from migrollout.rollout.plan import (

@@ -3,7 +3,7 @@ the order (resumed first, MIG mode changes early, stuck pods last) and the expec
 
 from migrollout.default_config import build_default_config
 from migrollout.evacuation.selection import Options
-from migrollout.migconfig import parse_config
+from migrollout.migconfig.document import parse_config
 from migrollout.rollout import record
 from migrollout.rollout.plan import CHANGE, ClusterView, Maintenance, plan_node, schedule_rollout
 from migrollout.taints import Taint
