@@ -221,15 +221,24 @@ class Schedule:
             stopped = "nothing runs and no node may start: " + "; ".join(sorted(set(waiting.values())))
         return Decision(start, waiting, stopped)
 
-    def simulate(self, durations: Mapping[str, float] | float = 1.0) -> Simulation:
+    def simulate(self, durations: Mapping[str, float] | float = 1.0, since: Progress | None = None,
+                 remaining: Mapping[str, float] | None = None) -> Simulation:
         """Run the schedule with these durations (seconds per node, or one for all) and no failures:
-        each node's start, the wall time, and the number of steps (distinct start times)."""
-        progress = Progress()
+        each node's start, the wall time, and the number of steps (distinct start times).
+
+        From ``since`` (a run under way; rollout.progress estimates its end this way): its done and failed nodes
+        count as they do for :meth:`decide`, and its active nodes run for their ``remaining`` seconds from 0."""
+        progress = Progress(done=set(since.done), failed=set(since.failed), halted=since.halted) if since else Progress()
         starts: dict[str, float] = {}
         ends: dict[str, float] = {}
         running: list[tuple[float, int, str]] = []
         now = 0.0
         sequence = 0
+        for node in sorted(since.active) if since else ():
+            ends[node] = max(0.0, float((remaining or {}).get(node, 0.0)))
+            heapq.heappush(running, (ends[node], sequence, node))
+            sequence += 1
+            progress.active.add(node)
         while True:
             decision = self.decide(progress)
             for node in decision.start:
