@@ -56,7 +56,7 @@ from ansible.plugins.strategy.free import StrategyModule as FreeStrategyModule
 from ansible.utils.display import Display
 
 try:
-    from migrollout.rollout import slots
+    from migrollout.rollout import progress, slots
     from migrollout.rollout.schedule import Progress, Schedule, ScheduleError
     from migrollout.timestamps import micro_time_text
 
@@ -92,9 +92,12 @@ class Window:
     hosts: dict[str, Any] = field(default_factory=dict)          # name -> inventory Host
     listed: list[str] = field(default_factory=list)              # the hosts returned last turn
     listed_hosts: list[Any] = field(default_factory=list)
+    watch: Any = None                                            # migrollout.rollout.progress.Watch: the lines
 
     def __post_init__(self) -> None:
         self.progress = Progress()
+        self.watch = progress.Watch.for_plans(self.schedule, {name: host.vars.get(NODE_PLAN_VAR)
+                                                              for name, host in self.hosts.items()}, self.settings)
 
     def stop_reason(self) -> str:
         """Why no node may start any more ("" while nodes may): the stop file, or the run lost its lock."""
@@ -206,6 +209,9 @@ class StrategyModule(FreeStrategyModule):
         changed = self._note_finished(iterator, window)
         if changed or not window.listed:
             changed |= self._admit(iterator, window)
+        if changed:
+            for line in window.watch.update(window.progress, window.not_started):
+                display.display(line)
         if changed or not window.listed:
             self._list(window)
         else:
@@ -234,9 +240,6 @@ class StrategyModule(FreeStrategyModule):
             window.rescued_before[name] = self._tqm._stats.rescued.get(name, 0)
             window.progress.active.add(name)
             admitted = True
-            limit = window.schedule.window if window.schedule.mode == "window" else window.schedule.batch_size
-            display.display(f"mig_window: {name} starts ({len(window.progress.active)}/{limit} in maintenance, "
-                            f"{len(window.progress.done)} done, {len(window.progress.failed)} failed)")
         if decision.stopped:          # for good: failures only grow, the stop file stays, nothing runs
             for name, reason in decision.waiting.items():
                 window.not_started.setdefault(name, reason)

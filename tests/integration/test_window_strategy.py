@@ -123,6 +123,33 @@ def test_within_the_failure_budget_a_failed_node_gives_its_slot_back(tmp_path):
     assert record["_slots"]["failed"] == ["n2"] and record["_slots"]["done"] == ["n1", "n3"]
 
 
+def test_a_progress_line_at_each_change_of_state_with_counts_per_pool_and_an_eta(tmp_path):
+    hosts = {"a1": {"pool": "a", "sleep_s": 1.5}, "a2": {"pool": "a", "sleep_s": 0.3, "fails": True},
+             "b1": {"pool": "b", "sleep_s": 0.3}, "b2": {"pool": "b", "sleep_s": 0.3}}
+    record = run_window(tmp_path, hosts, {"window": 2, "max_failures": 1, "pool_budgets": {"a": 2}})
+    lines = [line for line in record["_stdout"].splitlines() if line.startswith("mig_window ")]
+    # Each node's start and end is told (several in one line when they happen in the same turn).
+    told = " ".join(lines)
+    for name in hosts:
+        assert f"{name} starts" in told
+    assert "a2 failed after" in told and "a1 done after" in told
+    assert lines[0].endswith("ETA after the first node finishes")
+    assert all(" ETA " in line for line in lines[1:]), lines
+    assert "a 0/2 done, 2 in maintenance (budget 2)" in lines[0]
+    last = lines[-1]
+    assert "3 done, 0 in maintenance, 1 failed, 0 waiting" in last and "(0s left)" in last, last
+    assert "\x1b" not in record["_stdout"]              # a log, not a terminal: no terminal codes
+
+
+def test_progress_off_says_only_when_nodes_start(tmp_path):
+    record = run_window(tmp_path, {"n1": {}, "n2": {}}, {"window": 1, "progress": False})
+    lines = [line for line in record["_stdout"].splitlines() if line.startswith("mig_window")]
+    assert [line for line in lines if "starts" in line] == [
+        "mig_window: n1 starts (1/1 in maintenance, 0 done, 0 failed)",
+        "mig_window: n2 starts (1/1 in maintenance, 1 done, 0 failed)"]
+    assert "ETA" not in record["_stdout"]
+
+
 def test_a_stop_file_starts_nothing_more(tmp_path):
     stop = tmp_path / "stop"
     stop.write_text("the run lost its lock (Lease taken over)")

@@ -270,6 +270,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mig_rollout_capacity_policy", choice("refuse", "wait", "ignore")),
     Setting("mig_rollout_capacity_timeout", _seconds(1)),
     Setting("mig_rollout_events", boolean(), RUN),
+    Setting("mig_rollout_progress", boolean(), RUN),
     Setting("mig_rollout_max_fail_percentage", integer(0, 100, "%"), RUN),
     Setting("mig_rollout_maintenance_taints", maintenance_taints()),
     Setting("mig_rollout_cordon", boolean()),

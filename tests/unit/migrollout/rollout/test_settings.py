@@ -114,6 +114,8 @@ SCHEDULING = [
     ("mig_rollout_capacity_policy", "skip", "it must be one of refuse, wait, ignore"),
     ("mig_rollout_capacity_timeout", 0, "it must be a whole number of seconds, at least 1"),
     ("mig_rollout_events", "no", None),
+    ("mig_rollout_progress", "off", None),
+    ("mig_rollout_progress", "sometimes", "mig_rollout_progress is "),
 ]
 
 
