@@ -3,20 +3,34 @@
 # the Python virtualenv (.venv) and the Go-built control-plane binaries (cached
 # in ~/.cache/simcluster, built once).
 
+# PYTHON picks the virtualenv's interpreter (python3.13 finds pyenv's too: scripts/find-python.sh); each one gets a
+# virtualenv of its own, so `make demo PYTHON=python3.13` leaves the default .venv as it is.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
+export VENV
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 # Pytest and Molecule need the binaries' directory; simcluster prints it.
 PYTEST_FLAGS ?=
 
-.PHONY: venv binaries demo test lint unit conformance integration molecule bench clean
+.PHONY: venv binaries demo test lint unit conformance integration molecule bench clean constraints collection matrix
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# Users install version ranges (pyproject.toml); the project's own runs use the exact versions of constraints.txt.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	interpreter=$$(scripts/find-python.sh $(PYTHON)) && "$$interpreter" -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
+
+# Re-pin constraints.txt to what the virtualenv has (after changing a range or upgrading on purpose).
+constraints: venv
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+# The collection tarball users install (build/collection/nvidia_mig-rollout-<version>.tar.gz), carrying the wheel of
+# the core package its requirements.txt installs.
+collection: venv
+	scripts/build-collection.sh build/collection
 
 venv: $(VENV)/.installed
 
@@ -44,8 +58,13 @@ unit: venv
 conformance: binaries
 	$(BIN)/pytest tests/conformance $(PYTEST_FLAGS)
 
-integration: binaries
+# A test renders the rollout's timeline page in headless Chromium (Debian's package, installed when missing).
+integration: binaries browser
 	$(BIN)/pytest tests/integration $(PYTEST_FLAGS)
+
+.PHONY: browser
+browser:
+	scripts/install-chromium.sh
 
 # Fault injection on a simulated cluster of its own: a frozen or killed control host, a flaky API server, bad
 # settings and credentials, pods that come back (issue 12), judged from the API server's view.
@@ -59,5 +78,11 @@ molecule: binaries
 bench: binaries
 	scripts/bench.sh
 
+# ansible-core 2.19, 2.20, 2.21 on Python 3.11 to 3.13 as each supports: unit tests and a representative set on the
+# simulated cluster (scripts/matrix.sh; MATRIX_PARTS=unit for the unit part only). Recorded in docs/compatibility.md.
+MATRIX_PARTS ?= unit cluster
+matrix: binaries
+	scripts/matrix.sh $(MATRIX_PARTS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache wheels

@@ -1,0 +1,63 @@
+"""A user's virtualenv: a given Python with a given ansible-core and nothing of ours, made once per machine under
+the cache directory (~/.cache/nvidia-mig-rollout/user-venvs) and reused by later sessions; the combinations are
+those of tests/matrix/combinations.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMBINATIONS = yaml.safe_load((REPO / "tests" / "matrix" / "combinations.yaml").read_text())["ansible-core"]
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nvidia-mig-rollout" / "user-venvs"
+
+
+def interpreter(version: str) -> str | None:
+    """The path of python<version> on this machine (PATH or pyenv), or None."""
+    found = subprocess.run([str(REPO / "scripts" / "find-python.sh"), f"python{version}"], capture_output=True,
+                           text=True)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def newest_interpreter(core: str) -> str | None:
+    """The newest Python this machine has among those ``core`` supports."""
+    for version in sorted(COMBINATIONS[core], key=lambda v: tuple(map(int, v.split("."))), reverse=True):
+        if path := interpreter(version):
+            return path
+    return None
+
+
+def pip(venv: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", *args],
+                            capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, f"pip {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def user_venv(python: str, core: str) -> Path:
+    """A virtualenv of ``python`` holding ansible-core ``core`` (and what it needs), as a user has one."""
+    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    venv = CACHE / f"python{version}-ansible-core-{core}"
+    ready = venv / ".ready"
+    if not ready.exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([python, "-m", "venv", str(venv)], check=True, capture_output=True)
+        pip(venv, "install", "--quiet", f"ansible-core=={core}")
+        ready.touch()
+    return venv
+
+
+def installed(venv: Path) -> dict[str, str]:
+    """Every distribution in ``venv``: canonical name -> version."""
+    listing = json.loads(pip(venv, "list", "--format=json").stdout)
+    return {canonical(item["name"]): item["version"] for item in listing}
+
+
+def canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
