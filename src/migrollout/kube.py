@@ -16,6 +16,7 @@ server is never repeated here; callers that can, decide (a node write re-reads t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -45,6 +46,10 @@ RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 3.0
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 SAFE_METHODS = ("GET", "HEAD")
+CONNECT_TIMEOUT_S = 10.0
+# A guarded write (see KubeClient.fenced) is not sent with less time than this left before its fence's deadline:
+# the API server's own timeout (``?timeout=``) is whole milliseconds and must leave it time to answer.
+GUARDED_WRITE_MIN_S = 0.5
 
 
 class KubeError(Exception):
@@ -100,6 +105,14 @@ class KubeError(Exception):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+
+class FenceDeadline(KubeError):
+    """A guarded write not sent: too little of the lock's freshness was left to send it and hear back."""
+
+    def __init__(self, what: str, left: float):
+        super().__init__(0, "not sent", f"the rollout lock's freshness ends in {max(left, 0.0):.1f} s, too soon "
+                                        f"for a write to be sure to land before it", what, nothing_sent=True)
 
 
 def retryable(method: str, error: KubeError) -> bool:
@@ -240,6 +253,9 @@ class KubeClient:
                 retry_budget_s = RETRY_BUDGET_S
         self.retry_budget_s = retry_budget_s
         self.requests = 0      # requests sent (attempts included), for the steps' request counts
+        # For a fenced view (see fenced): called before every attempt of a write, returns the seconds left
+        # before the fence's deadline, or raises when the write must not be sent at all.
+        self.write_guard: Callable[[], float | None] | None = None
         self._rest = rest.RESTClientObject(configuration)
         _one_tls_context(self._rest.pool_manager, configuration)
         if not configuration.verify_ssl:
@@ -248,6 +264,18 @@ class KubeClient:
     @classmethod
     def connect(cls, conn: Connection | None = None, **kwargs: Any) -> KubeClient:
         return cls(load_configuration(conn or Connection()), **kwargs)
+
+    def fenced(self, guard: Callable[[], float | None] | None) -> KubeClient:
+        """A view of this client (same connections, same credentials) whose writes are guarded: before every
+        attempt of a POST, PUT, PATCH or DELETE, first try or retry, ``guard()`` runs; it raises to stop the
+        write (the run lost its lock), or returns the seconds left before the lock's freshness ends (None: no
+        limit). No attempt is sent with less than GUARDED_WRITE_MIN_S left, and each attempt's connect and read
+        timeouts, its retries and the API server's own ``?timeout=`` end by that deadline, so a guarded write is
+        never sent, nor processed by the server, after it. What remains is a process frozen between the guard
+        and the send, which only the API server can judge (the admission policy, rbac/mig-rollout-fence.yaml)."""
+        view = copy.copy(self)
+        view.write_guard = guard
+        return view
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -264,20 +292,34 @@ class KubeClient:
     def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
                 content_type: str = JSON, what: str = "", timeout: float | None = None,
                 stream: bool = False) -> Any:
-        """One API call; what :func:`retryable` allows is retried with backoff for ``retry_budget_s``."""
+        """One API call; what :func:`retryable` allows is retried with backoff for ``retry_budget_s``. On a
+        fenced view (see :meth:`fenced`), a write's every attempt is guarded and bounded by the fence."""
         started = time.monotonic()
         delay = RETRY_FIRST_S
         attempts = 0
+        guarded = self.write_guard is not None and method.upper() not in SAFE_METHODS
         while True:
             attempts += 1
+            connect, read, attempt_query = CONNECT_TIMEOUT_S, timeout, query
+            deadline = None
+            if guarded:
+                left = self.write_guard()  # type: ignore[misc]  # raises when this run may not write any more
+                if left is not None:
+                    if left < GUARDED_WRITE_MIN_S:
+                        raise FenceDeadline(what, left)
+                    deadline = time.monotonic() + left
+                    connect, read = min(connect, left), min(read or self.request_timeout, left)
+                    attempt_query = {**(query or {}), "timeout": f"{int(left * 1000)}ms"}
             try:
-                return self._request_once(method, path, query, body, content_type, what, timeout, stream)
+                return self._request_once(method, path, attempt_query, body, content_type, what, read, stream,
+                                          connect)
             except KubeError as exc:
                 if not retryable(method, exc):
                     raise
                 elapsed = time.monotonic() - started
                 wait = exc.retry_after if exc.retry_after is not None else delay * random.uniform(0.8, 1.2)
-                if elapsed + wait > self.retry_budget_s:
+                if elapsed + wait > self.retry_budget_s or (deadline is not None and
+                                                            time.monotonic() + wait >= deadline):
                     exc.attempts, exc.retried_s = attempts, elapsed
                     exc.args = (exc.one_line(),)
                     raise
@@ -285,7 +327,8 @@ class KubeClient:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     def _request_once(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any,
-                      content_type: str, what: str, timeout: float | None, stream: bool) -> Any:
+                      content_type: str, what: str, timeout: float | None, stream: bool,
+                      connect: float = CONNECT_TIMEOUT_S) -> Any:
         self.requests += 1
         url = self.host + path
         params = {key: value for key, value in (query or {}).items() if value is not None}
@@ -296,8 +339,8 @@ class KubeClient:
             # retries=False: urllib3 would repeat some writes on its own; what is repeated is decided above.
             response = self._rest.pool_manager.request(
                 method, url, body=data, headers=self._headers(content_type), preload_content=not stream,
-                timeout=urllib3.Timeout(connect=10.0, read=timeout or self.request_timeout) if not stream
-                else urllib3.Timeout(connect=10.0, read=timeout), retries=False,
+                timeout=urllib3.Timeout(connect=connect, read=timeout or self.request_timeout) if not stream
+                else urllib3.Timeout(connect=connect, read=timeout), retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
             raise _error_from_exception(exc, self.host, what) from None

@@ -31,12 +31,15 @@ from typing import Any
 from migrollout.processes import pid_alive
 
 FORMAT = 1
-# Margin kept before the Lease would expire: covers the clock skew between control hosts and the time from
-# the check to the write it guards.
+# Margin kept before the Lease would expire, on this run's own clock: a taker waits the Lease's duration plus
+# lock.TAKEOVER_GRACE_S on its own clock, so the two never overlap, whatever the hosts' wall clocks say.
 MARGIN_MAX_S = 5.0
 # How long a step waits for the renewer to confirm the lock after it went stale.
 CONFIRM_WAIT_S = 8.0
 POKE = signal.SIGUSR1  # asks the renewer to renew now
+# A write is let through only with at least this much freshness left (else the renewer is asked to confirm
+# first): enough for one request to be sent and answered (kube.GUARDED_WRITE_MIN_S is its floor).
+WRITE_NEED_S = 2.0
 
 
 def boottime() -> float:
@@ -78,8 +81,12 @@ class LockState:
     def margin_s(self) -> float:
         return min(MARGIN_MAX_S, self.duration_s / 3)
 
-    def fresh(self, now: float) -> bool:
-        return not self.lost and now - self.confirmed < self.duration_s - self.margin_s()
+    def left_s(self, now: float) -> float:
+        """Seconds until this run's hold on the lock can no longer be taken for granted (negative: past)."""
+        return self.confirmed + self.duration_s - self.margin_s() - now
+
+    def fresh(self, now: float, need_s: float = 0.0) -> bool:
+        return not self.lost and self.left_s(now) > need_s
 
 
 def default_path(holder: str) -> str:
@@ -137,23 +144,27 @@ class Fence:
             raise LockLost(f"the rollout lock was lost: {state.lost}")
         return state
 
-    def check(self, what: str = "") -> None:
-        """Return when this run may change a node now; raise LockLost otherwise (``what``, e.g. "node gpu-1",
-        starts its message)."""
+    def check(self, what: str = "") -> float:
+        """Return the seconds this run may still change a node for (at least WRITE_NEED_S); raise LockLost
+        otherwise (``what``, e.g. "node gpu-1", starts its message)."""
         try:
-            self._check()
+            return self._check()
         except LockLost as exc:
             if what:
                 raise LockLost(f"{what}: stopped before changing it: {exc}") from None
             raise
 
-    def _check(self) -> None:
+    def write_guard(self, what: str) -> Callable[[], float]:
+        """The guard of a fenced API client (``KubeClient.fenced``): checked before every attempt of a write."""
+        return lambda: self.check(what)
+
+    def _check(self) -> float:
         state = self._read()
         if not self.alive(state.controller_pid):
             raise LockLost(f"the ansible-playbook process (pid {state.controller_pid}) of run {self.holder} is gone")
         now = self.clock()
-        if state.fresh(now):
-            return
+        if state.fresh(now, WRITE_NEED_S):
+            return state.left_s(now)
         age = now - state.confirmed
         if not state.renewer_pid or not self.alive(state.renewer_pid):
             raise LockLost(f"the rollout lock was last confirmed {age:.0f} s ago (Lease duration "
@@ -163,8 +174,8 @@ class Fence:
         while self.clock() < deadline:
             self.sleep(0.05)
             state = self._read()
-            if state.fresh(self.clock()):
-                return
+            if state.fresh(self.clock(), WRITE_NEED_S):
+                return state.left_s(self.clock())
             if not self.alive(state.renewer_pid):
                 break
         raise LockLost(f"the rollout lock could not be confirmed: last confirmed {self.clock() - state.confirmed:.0f} s "
@@ -175,6 +186,9 @@ class NoFence:
     """For a step run outside a rollout (no lock to hold)."""
 
     def check(self, what: str = "") -> None:
+        return None
+
+    def write_guard(self, what: str) -> None:
         return None
 
 

@@ -36,6 +36,10 @@ from migrollout.timestamps import micro_time_text, time_text
 
 LEASE_NAME = "mig-rollout"
 HOLDER_ANNOTATION = "mig-rollout.nvidia-mig-rollout.io/holder"
+# How much longer than its duration a Lease must be seen unchanged before another run takes it over: covers
+# a guarded write of its holder still in the API server's hands when the holder's fence closed (its attempts
+# end by the fence's deadline through their own ?timeout=, see kube.KubeClient.fenced) and a slower clock.
+TAKEOVER_GRACE_S = 5.0
 
 
 def lease_path(namespace: str, name: str = LEASE_NAME) -> str:
@@ -82,9 +86,15 @@ def acquire(api: KubeClient, namespace: str, holder: str, duration_s: int, wait_
             details: dict[str, Any]) -> tuple[dict[str, Any], float]:
     """Take the Lease for ``holder``: create it, or take it over once it is free or expired.
     Waits up to ``wait_s`` for another holder's Lease to expire or be released. Returns the Lease and the
-    boot-clock time (``fence.boottime``) the successful write started: the lock is held from then on."""
+    boot-clock time (``fence.boottime``) the successful write started: the lock is held from then on.
+
+    Expiry is judged as client-go's leader election does, on this process's own monotonic clock, never by
+    comparing the holder's ``renewTime`` with this host's wall clock (clock skew between control hosts would
+    decide then): the Lease must be seen unchanged (same resourceVersion) for its duration plus
+    TAKEOVER_GRACE_S. A live holder renews every third of its duration, so it is never taken from."""
     deadline = time.monotonic() + wait_s
     path = lease_path(namespace)
+    seen_version, seen_since = "", 0.0
     while True:
         started = fence.boottime()
         now = datetime.datetime.now(datetime.UTC)
@@ -99,10 +109,14 @@ def acquire(api: KubeClient, namespace: str, holder: str, duration_s: int, wait_
                     "metadata": {"name": LEASE_NAME, "namespace": namespace, "annotations": annotations},
                     "spec": spec}, what=f"create Lease {namespace}/{LEASE_NAME}"), started
             held = state(current)
-            if held.holder in ("", holder) or held.remaining_s(now) <= 0:
-                return api.patch(path, {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
-                                                     "annotations": annotations}, "spec": spec},
-                                 what=f"take Lease {namespace}/{LEASE_NAME}"), started
+            version = current["metadata"]["resourceVersion"]
+            if version != seen_version:
+                seen_version, seen_since = version, time.monotonic()
+            unchanged = time.monotonic() - seen_since
+            expires_in = held.duration_s + TAKEOVER_GRACE_S - unchanged
+            if held.holder in ("", holder) or expires_in <= 0:
+                return api.patch(path, {"metadata": {"resourceVersion": version, "annotations": annotations},
+                                        "spec": spec}, what=f"take Lease {namespace}/{LEASE_NAME}"), started
         except KubeError as exc:
             if exc.status not in (409,):
                 raise
@@ -111,10 +125,10 @@ def acquire(api: KubeClient, namespace: str, holder: str, duration_s: int, wait_
             who = held.details
             raise LockHeld(
                 f"another MIG rollout holds the lock (Lease {namespace}/{LEASE_NAME}): {held.holder}, run by "
-                f"{who.get('user', '?')} on {who.get('host', '?')} since {who.get('started', '?')}; last renewed "
-                f"{(now - held.renewed).total_seconds():.0f} s ago, it expires in {held.remaining_s(now):.0f} s if "
-                f"that run has died")
-        time.sleep(min(2.0, max(0.2, held.remaining_s(now) + 0.1)))
+                f"{who.get('user', '?')} on {who.get('host', '?')} since {who.get('started', '?')}; unchanged for "
+                f"{unchanged:.0f} s as seen from here (it is taken over once unchanged for its {held.duration_s} s "
+                f"plus {TAKEOVER_GRACE_S:.0f} s: in {expires_in:.0f} s if that run has died)")
+        time.sleep(min(2.0, max(0.2, expires_in + 0.1), max(0.0, deadline - time.monotonic()) + 0.01))
 
 
 def release(api: KubeClient, namespace: str, holder: str) -> bool:

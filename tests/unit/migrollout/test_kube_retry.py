@@ -102,3 +102,77 @@ def test_retries_stop_after_the_budget_with_one_line_saying_so():
                               "(NewConnectionError)")
     assert f"(after {len(pool.calls)} attempts over " in message and len(pool.calls) > 3
     assert "\n" not in message
+
+
+# -- guarded writes (a fenced view): never sent after the fence's deadline --------------------------------------
+
+
+class Guard:
+    """A fence seen from the client: the seconds left before the deadline, on the tests' clock."""
+
+    def __init__(self, deadline):
+        self.deadline = deadline
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.deadline - kube.time.monotonic()
+
+
+class RecordingPool(Pool):
+    def __init__(self, *outcomes):
+        super().__init__(*outcomes)
+        self.sent = []
+
+    def request(self, method, url, **kwargs):
+        self.sent.append((method, url, kwargs["timeout"]))
+        return super().request(method, url, **kwargs)
+
+
+def test_a_guarded_write_carries_the_time_left_as_its_timeouts_and_the_servers():
+    pool = RecordingPool(Response(200, {"metadata": {"name": "n"}}))
+    guard = Guard(deadline=4.0)
+    client(pool).fenced(guard).patch("/api/v1/nodes/n", {"metadata": {}})
+    (_, url, timeout), = pool.sent
+    assert guard.calls == 1
+    assert url.endswith("?timeout=4000ms")
+    assert timeout.connect_timeout == 4.0 and timeout.read_timeout == 4.0
+
+
+def test_a_guarded_write_is_checked_again_before_each_retry_and_not_sent_past_the_deadline():
+    pool = RecordingPool(refused())
+    guard = Guard(deadline=3.0)
+    with pytest.raises(KubeError) as failure:
+        client(pool, budget=30.0).fenced(guard).patch("/api/v1/nodes/n", {"metadata": {}})
+    # Retries (0.2 s, 0.4 s, 0.8 s ... of backoff) stop before the deadline, though the budget allows 30 s.
+    assert guard.calls == len(pool.sent) >= 3
+    assert all(timeout.connect_timeout <= 3.0 for _, _, timeout in pool.sent)
+    assert kube.time.monotonic() < 3.0
+    assert failure.value.nothing_sent
+
+
+def test_a_guard_that_refuses_stops_the_write_before_anything_is_sent():
+    class Lost(Exception):
+        pass
+
+    def guard():
+        raise Lost("the run lost its lock")
+
+    pool = RecordingPool(Response(200, {}))
+    with pytest.raises(Lost):
+        client(pool).fenced(guard).delete("/api/v1/namespaces/x/pods/p")
+    assert pool.sent == []
+
+
+def test_too_little_time_left_sends_nothing():
+    pool = RecordingPool(Response(200, {}))
+    with pytest.raises(kube.FenceDeadline):
+        client(pool).fenced(Guard(deadline=0.1)).create("/api/v1/namespaces/x/events", {})
+    assert pool.sent == []
+
+
+def test_reads_of_a_fenced_view_are_not_guarded():
+    pool = RecordingPool(Response(200, {"metadata": {"name": "n"}}))
+    guard = Guard(deadline=-1.0)
+    client(pool).fenced(guard).get("/api/v1/nodes/n")
+    assert guard.calls == 0 and "timeout=" not in pool.sent[0][1]
