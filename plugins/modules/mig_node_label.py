@@ -148,6 +148,10 @@ duration_s:
   description: Seconds from the write to the verdict.
   returned: when waited
   type: float
+began:
+  description: When RV(duration_s) began (UTC, microseconds), for the report's timeline.
+  returned: when waited
+  type: str
 """
 
 import time
@@ -162,7 +166,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import ROLLOUT_LOCK_SPEC
 
 try:
-    from migrollout import events, kube, labels, nodes
+    from migrollout import events, kube, labels, nodes, timestamps
     from migrollout.catalogue import GpuModel
     from migrollout.migconfig.layouts import fit_problems
     from migrollout.migsetup import MigSetup, discover
@@ -296,6 +300,7 @@ def _run_once(ctx: TaskContext, guard: Any) -> dict[str, Any]:
         return result
 
     started = time.monotonic()
+    result["began"] = timestamps.micro_time_text()   # when duration_s starts, for the report's timeline
     version = node["metadata"]["resourceVersion"]
     if writes:
         # Clear the old state in the same write, so an old "success" is never taken for the new one.

@@ -241,9 +241,14 @@ verification:
   returned: O(step=finish) with O(verify)
   type: dict
 steps:
-  description: Seconds per part of the step (C(maintenance), C(evacuate); C(verify), C(finish)).
+  description: Seconds per part of the step (C(maintenance), C(evacuate); C(verify), C(finish)), one after the other
+    from RV(began).
   returned: success
   type: dict
+began:
+  description: When the step's first part began (UTC, microseconds), for the report's timeline.
+  returned: success
+  type: str
 phase:
   description: The part of the step that failed (C(window), C(capacity), C(maintenance), C(evacuate), C(verify),
     C(finish)).
@@ -547,8 +552,9 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                          f"taint manager delete every pod on the node that does not tolerate it, CPU pods too, without "
                          f"honouring PodDisruptionBudgets; use NoSchedule")
     step = Step(ctx)
+    began = timestamps.micro_time_text()
     try:
-        return {"begin": begin, "finish": finish, "failed": failed}[ctx.params["step"]](step)
+        return {**{"begin": begin, "finish": finish, "failed": failed}[ctx.params["step"]](step), "began": began}
     finally:
         step.end()
 

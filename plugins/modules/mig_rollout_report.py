@@ -12,6 +12,10 @@ description:
     per step, evicted pods, and the reason for failures and nodes not reached).
   - Writes C(mig-rollout-<run>.json) (and a C(latest.json) link) into O(report_dir), and reports C(changed)
     when it wrote them.
+  - Beside it, C(mig-rollout-<run>.html) (and C(latest.html)), the run's timeline as one self-contained page (inline
+    SVG, no network) with a lane per node grouped by pool with its steps, failures, skips and refusals with their reasons
+    on hover, the window's occupancy against its limit, each pool's use against its budget, the evicted pods per
+    node, the settings and totals (see C(migrollout.rollout.timeline)).
   - A lost rollout lock (the loss the lock's renewer recorded in the state file of O(rollout_lock)) is part of
     the report and its table.
 version_added: "0.1.0"
@@ -38,8 +42,14 @@ options:
     type: dict
     default: {}
   report_dir:
-    description: Directory for the JSON report. Without it, nothing is written.
+    description: Directory for the JSON report and the timeline page. Without it, nothing is written.
     type: path
+  schedule:
+    description:
+      - The schedule the run followed (the C(schedule) M(nvidia_mig.rollout.mig_rollout_plan) returns), for the report and
+        its page (the window's limit, the pool budgets); in check mode, the schedule whose simulation the page shows.
+    type: dict
+    default: {}
   wall_s:
     description: The run's wall time, for the report.
     type: float
@@ -64,7 +74,8 @@ attributes:
   check_mode:
     support: full
     description: Returns the table of what would happen (C(would change), C(would resume), with the pods to evict);
-      writes no file.
+      writes no JSON, only the page of the plan's simulated schedule (C(mig-rollout-<run>-plan.html), equal node
+      times), so the expected timeline can be seen before the run.
   diff_mode:
     support: none
     description: No diff, the report is written on the control host.
@@ -103,6 +114,10 @@ path:
   description: The JSON report written.
   returned: when written
   type: str
+page:
+  description: The timeline page written (in check mode, the plan's).
+  returned: when written
+  type: str
 """
 
 import json
@@ -118,8 +133,9 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import FENCE_OPTIONS
 
 try:
-    from migrollout.rollout import fence
+    from migrollout.rollout import fence, timeline
     from migrollout.rollout.report import entries, summary, table
+    from migrollout.rollout.schedule import Schedule
     from migrollout.timestamps import time_text
 except ImportError:  # run_module reports the missing package
     pass
@@ -130,6 +146,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "results": {"type": "dict", "default": {}},
     "report_dir": {"type": "path"},
     "wall_s": {"type": "float"},
+    "schedule": {"type": "dict", "default": {}},
     "rollout_lock": {"type": "dict", "options": FENCE_OPTIONS},
 }
 
@@ -141,20 +158,37 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     state = fence.read(lock["state_file"]) if lock.get("state_file") else None
     lost = state.lost if state is not None and state.holder == lock.get("holder") else ""
     report = {"run": params["run"], "finished": time_text(), "wall_s": params.get("wall_s"),
-              "summary": summary(rows), "nodes": rows, "lock_lost": lost}
+              "summary": summary(rows), "nodes": rows, "lock_lost": lost, "schedule": params["schedule"]}
     result: dict[str, Any] = {"changed": False, "summary": report["summary"], "table": table(rows, lost),
                               "nodes": rows, "lock_lost": lost}
-    if params.get("report_dir") and not ctx.check_mode:
-        directory = Path(params["report_dir"])
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"mig-rollout-{params['run']}.json"
-        path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        latest = directory / "latest.json"
+    if not params.get("report_dir"):
+        return result
+    directory = Path(params["report_dir"])
+    directory.mkdir(parents=True, exist_ok=True)
+    if ctx.check_mode:
+        page = directory / f"mig-rollout-{params['run']}-plan.html"
+        timeline.write(page, planned_picture(params["run"], params["plan"], rows, params["schedule"]))
+        result["page"] = str(page)
+        return result
+    path = directory / f"mig-rollout-{params['run']}.json"
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    page = directory / f"mig-rollout-{params['run']}.html"
+    timeline.write(page, timeline.from_report(report))
+    for written, link in ((path, "latest.json"), (page, "latest.html")):
+        latest = directory / link
         latest.unlink(missing_ok=True)
-        os.symlink(path.name, latest)
-        result["path"] = str(path)
-        result["changed"] = True
+        os.symlink(written.name, latest)
+    result.update(path=str(path), page=str(page), changed=True)
     return result
+
+
+def planned_picture(run_id: str, plan: list[dict[str, Any]], rows: list[dict[str, Any]],
+                    schedule: dict[str, Any]) -> Any:
+    """The page of the plan: its schedule simulated with equal node times, the nodes in the plan's order."""
+    moving = [item for item in plan if item["action"] in ("change", "resume")]
+    simulation = Schedule.from_dict(schedule, [item["node"] for item in moving],
+                                    {item["node"]: item.get("pool", "") for item in moving}).simulate()
+    return timeline.from_simulation(run_id, rows, schedule, vars(simulation))
 
 
 SPEC = TaskSpec("mig_rollout_report", ARGUMENT_SPEC, run, connection=False)

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+from migrollout.timestamps import micro_time_text, parse
+
 STEPS = ("maintenance", "evacuate", "label", "verify", "finish")
+# The parts of each task, in the order they run from the task's ``began`` (mig_rollout_node, mig_node_label), and the
+# report's step each is counted in (the capacity check is part of the maintenance step).
+TASK_PARTS = {"begin": (("capacity", "maintenance"), ("maintenance", "maintenance"), ("evacuate", "evacuate")),
+              "label": (("duration_s", "label"),),
+              "finish": (("verify", "verify"), ("finish", "finish"))}
 
 
 def _seconds(result: dict[str, Any], part: str) -> float:
     return float((result.get("steps") or {}).get(part) or 0.0)
+
+
+def step_began(tasks: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """When each step began (UTC, microseconds), from each task's result (its ``began`` and the seconds of its parts,
+    one after the other): the timeline places the steps with them. Steps whose task did not say are left out."""
+    found: dict[str, str] = {}
+    for task, parts in TASK_PARTS.items():
+        result = tasks.get(task) or {}
+        moment = parse(result.get("began"))
+        if moment is None:
+            continue
+        for part, step in parts:
+            seconds = result.get("duration_s") if part == "duration_s" else (result.get("steps") or {}).get(part)
+            if seconds is None:
+                continue
+            found.setdefault(step, micro_time_text(moment))
+            moment += datetime.timedelta(seconds=float(seconds))
+    return found
 
 
 def _outcome(node: str, item: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -35,8 +61,9 @@ def _outcome(node: str, item: dict[str, Any], results: dict[str, dict[str, Any]]
     requests = {task: int(result.get("api_requests") or 0)
                 for task, result in (("begin", begin), ("label", results.get("label", {}).get(node) or {}),
                                      ("finish", finish))}
+    began = step_began({"begin": begin, "label": results.get("label", {}).get(node) or {}, "finish": finish})
     return {"result": "resumed" if item["action"] == "resume" else "done", "reason": "", "steps": steps,
-            "evicted": evicted, "api_requests": requests, **times}
+            "began": began, "evicted": evicted, "api_requests": requests, **times}
 
 
 def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]],
@@ -45,7 +72,7 @@ def entries(plan: list[dict[str, Any]], results: dict[str, dict[str, Any]],
     rows = []
     for item in plan:
         node = item["node"]
-        base = {"node": node, "from": item["from_config"], "to": item["to_config"]}
+        base = {"node": node, "from": item["from_config"], "to": item["to_config"], "pool": item.get("pool", "")}
         if item["action"] == "skip":
             rows.append({**base, "result": "skipped", "reason": item["reason"], "steps": {}, "evicted": []})
         elif planned_only:
