@@ -13,7 +13,12 @@ window, or the longest node if that is more. Ratios are of the node phase (the f
 last node's end, from the report) and of the whole ``ansible-playbook`` run (plan, lock and report
 included).
 
+The ETA's error: the progress line the run printed when 25%, 50% and 75% of the nodes had finished gives an ETA
+(rollout.progress); each is compared with the actual end (the last node's end, from the report), in seconds and as
+a fraction of the time that was left.
+
     .venv/bin/python bench/window.py [--nodes 100] [--slow-every 10] [--window 10] [--fast-s 5] [--slow-s 60]
+                                     [--schedules window,batches]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -78,6 +84,33 @@ def node_phase(report: dict) -> tuple[float, dict[str, float]]:
     return (max(ends) - min(starts) if starts else 0.0), seconds
 
 
+PROGRESS = re.compile(r"^mig_window (\d\d:\d\d:\d\d)Z: .*? \| (\d+) done, \d+ in maintenance, (\d+) failed.*"
+                      r"ETA (\d\d:\d\d:\d\d)Z \((\S+) left\)")
+
+
+def eta_errors(stdout: str, report: dict, nodes: int) -> dict[str, dict[str, float]]:
+    """The ETA of the first progress line at or past 25%, 50% and 75% of the nodes finished, against the actual end
+    (the last node's end in the report): error in seconds (positive: the ETA was late) and over the time left."""
+    end = max(datetime.datetime.fromisoformat(row["finished"].replace("Z", "+00:00"))
+              for row in report["nodes"] if row.get("finished"))
+
+    def moment(clock: str) -> datetime.datetime:
+        found = datetime.datetime.combine(end.date(), datetime.time.fromisoformat(clock), end.tzinfo)
+        return found - datetime.timedelta(days=1) if found - end > datetime.timedelta(hours=12) else found
+
+    lines = [match.groups() for line in stdout.splitlines() if (match := PROGRESS.match(line))]
+    figures = {}
+    for share in (25, 50, 75):
+        for said, done, failed, eta, _ in lines:
+            if (int(done) + int(failed)) * 100 >= share * nodes:
+                left = (end - moment(said)).total_seconds()
+                error = (moment(eta) - end).total_seconds()
+                figures[f"{share}%"] = {"said_at_s_before_end": round(left, 1), "error_s": round(error, 1),
+                                        "error_of_time_left": round(error / left, 3) if left > 0 else 0.0}
+                break
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=100)
@@ -85,7 +118,9 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--fast-s", type=float, default=5.0)
     parser.add_argument("--slow-s", type=float, default=60.0)
+    parser.add_argument("--schedules", default="window,batches", help="which runs, in this order")
     args = parser.parse_args()
+    chosen = args.schedules.split(",")
     figures: dict[str, object] = {"nodes": args.nodes, "slow_nodes": args.nodes // args.slow_every,
                                   "window": args.window, "fast_apply_s": args.fast_s, "slow_apply_s": args.slow_s}
     with tempfile.TemporaryDirectory() as temporary:
@@ -104,9 +139,11 @@ def main() -> int:
                     ("batches", ["-e", "mig_rollout_schedule=batches", "-e", f"mig_rollout_serial={args.window}"],
                      "all-3g.40gb", "all-disabled"))
             for label, settings, fast_config, slow_config in runs:
+                if label not in chosen:
+                    continue
                 before = requests_so_far(cluster)
                 reports = workdir / f"reports-{label}"
-                elapsed, _ = ansible_playbook(
+                elapsed, stdout = ansible_playbook(
                     cluster, "playbooks/mig-reconfigure.yml", cluster.operator_kubeconfig,
                     "-i", str(inventory(workdir, fast_config, slow_config)), *settings,
                     "-e", f"mig_rollout_report_dir={reports}")
@@ -116,20 +153,25 @@ def main() -> int:
                                   "done": report["summary"].get("done", 0),
                                   "api_requests": requests_so_far(cluster) - before,
                                   "node_seconds": round(sum(seconds.values()), 1),
-                                  "longest_node_s": round(max(seconds.values(), default=0.0), 1)}
+                                  "longest_node_s": round(max(seconds.values(), default=0.0), 1),
+                                  "eta": eta_errors(stdout, report, args.nodes)}
                 print(f"{label}: {figures[label]}", flush=True)
                 assert report["summary"].get("done", 0) == args.nodes, report["summary"]
         finally:
             stop_cluster(cluster)
-    window, batches = figures["window"], figures["batches"]
-    assert isinstance(window, dict) and isinstance(batches, dict)
+    if "window" not in figures:
+        print(json.dumps(figures, indent=2))
+        return 0
+    window = figures["window"]
+    assert isinstance(window, dict)
     ideal = max(window["node_seconds"] / args.window, window["longest_node_s"])
     nominal = max(((args.nodes - args.nodes // args.slow_every) * args.fast_s
                    + args.nodes // args.slow_every * args.slow_s) / args.window, args.slow_s)
     figures["ideal_bound_s"] = round(ideal, 1)
     figures["nominal_bound_s"] = round(nominal, 1)
     figures["window_ratio"] = round(window["node_phase_s"] / ideal, 3)
-    figures["batches_ratio"] = round(batches["node_phase_s"] / ideal, 3)
+    if isinstance(figures.get("batches"), dict):
+        figures["batches_ratio"] = round(figures["batches"]["node_phase_s"] / ideal, 3)
     print(json.dumps(figures, indent=2))
     return 0
 

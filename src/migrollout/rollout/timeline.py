@@ -347,7 +347,8 @@ addEventListener('load',function(){
   var use=s.querySelector('polyline.use'),limit=s.querySelector('line.limit');
   s.dataset.renderedTop=use.getBoundingClientRect().top.toFixed(2);
   if(limit){s.dataset.renderedLimitTop=limit.getBoundingClientRect().top.toFixed(2);}});
- document.body.dataset.measured='yes';});
+ document.body.dataset.measured='yes';
+ document.body.dataset.renderMs=performance.now().toFixed(0);});
 """
 
 
