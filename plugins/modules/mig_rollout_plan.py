@@ -41,6 +41,13 @@ description:
     and not checked); each node is checked again right before its maintenance.
   - Per-pool budgets are resolved against every GPU node of the cluster; the nodes out of service before the
     run (cordoned, not Ready, tainted NoSchedule or NoExecute by someone else) count against their pools.
+  - Reads NVIDIA's driver upgrade state (C(nvidia.com/gpu-driver-upgrade-state)) of every node in the rollout's
+    scope (the nodes it changes and the GPU nodes of their pools). While a driver upgrade is under way there, the
+    plan refuses the run, naming the nodes and their states; with C(mig_rollout_capacity_policy=wait) in
+    O(settings) it waits instead, up to C(mig_rollout_capacity_timeout), then plans. A node whose driver upgrade
+    failed is refused.
+  - Says whether the rollout's fence is exact (the API server enforces it: the admission policy
+    C(mig-rollout-fence) of C(rbac/mig-rollout-fence.yaml) and its binding are in force) or time-based (C(fence)).
   - Changes nothing.
 version_added: "0.1.0"
 seealso:
@@ -87,6 +94,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+fence:
+  description: How the rollout's writes are fenced - C(exact) (checked by the API server's admission policy
+    C(mig-rollout-fence)) or C(time-based) (each write checked and bounded by the lock's freshness), and why.
+  returned: always
+  type: dict
+  sample: {mode: time-based, reason: "the admission policy mig-rollout-fence is not installed"}
+driver_upgrades:
+  description: The nodes in the rollout's scope whose NVIDIA driver upgrade was under way when planning started,
+    with their states (empty when none; the plan waited for them with C(mig_rollout_capacity_policy=wait)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{node: a100-1, state: cordon-required}]
 plan:
   description: One entry per node, in the order the rollout will take them (resumed nodes first), with the
     action (change, resume, skip, refuse), configs, reason, GPU model and count, the ConfigMap used, whether
@@ -137,6 +157,8 @@ problems:
   elements: str
 """
 
+import time
+from dataclasses import asdict
 from typing import Any
 
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task import (
@@ -151,10 +173,11 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 )
 
 try:
-    from migrollout import clusterpolicy, kube, labels, selectors, taints
+    from migrollout import clusterpolicy, driver_upgrade, kube, labels, selectors, taints
     from migrollout.evacuation.selection import Options
     from migrollout.migconfig.document import MigConfigError, parse_configmap
     from migrollout.migsetup import read_policy
+    from migrollout.rollout import fence_policy
     from migrollout.rollout.plan import (
         CHANGE,
         REFUSE,
@@ -163,6 +186,7 @@ try:
         ClusterView,
         Maintenance,
         NodePlan,
+        driver_upgrades,
         mig_manager_dialect,
         order,
         plan_node,
@@ -172,6 +196,9 @@ try:
     )
 except ImportError:  # run_module reports the missing package
     pass
+
+# How often the plan looks again while it waits for NVIDIA's driver upgrade (mig_rollout_capacity_policy: wait).
+DRIVER_UPGRADE_POLL_S = 5.0
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "nodes": {"type": "dict", "required": True},
@@ -271,22 +298,41 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                          f"{'s' if len(wrong) > 1 else ''} {', '.join(wrong)} must be the name of one MIG config "
                          f"(such as all-1g.10gb), not {type(params['nodes'][wrong[0]]).__name__} "
                          f"{params['nodes'][wrong[0]]!r}")
-    view = gather(ctx, params["list_pods"])
     chosen = params["settings"]
     how = Maintenance(tuple(maintenance), params["cordon"], Options.from_params(params), pod_selector,
                       params["list_pods"], pool_by=chosen.get("mig_rollout_pool_by") or "pool",
                       pool_label=chosen.get("mig_rollout_pool_label") or "gpu-pool")
-    plans = order([plan_node(view, name, desired, how) for name, desired in params["nodes"].items()])
+    waited_since, first_seen = time.monotonic(), []
+    while True:
+        view = gather(ctx, params["list_pods"])
+        plans = order([plan_node(view, name, desired, how) for name, desired in params["nodes"].items()])
+        upgrading = driver_upgrades(view, plans, how)
+        first_seen = first_seen or upgrading
+        if not upgrading:
+            break
+        waiting = chosen.get("mig_rollout_capacity_policy") == "wait" and not ctx.check_mode
+        timeout = float(chosen.get("mig_rollout_capacity_timeout") or 0)
+        if not waiting or time.monotonic() - waited_since >= timeout:
+            waited = f" (waited {time.monotonic() - waited_since:.0f} s)" if waiting else ""
+            raise TaskFailed(f"the rollout cannot start, nothing was changed{waited}: "
+                             + driver_upgrade.refusal(upgrading),
+                             driver_upgrades=[asdict(u) for u in upgrading])
+        time.sleep(min(DRIVER_UPGRADE_POLL_S, max(0.1, timeout - (time.monotonic() - waited_since))))
     try:
         scheduled = schedule_rollout(view, plans, chosen, how)
     except ValueError as exc:
         raise TaskFailed(f"the rollout cannot start, nothing was changed: {exc}") from None
     plans = scheduled.plans
     tolerations = untolerated(view.daemonsets, maintenance)
+    fenced = fence_policy.in_force(ctx.api, view.namespace)
     result: dict[str, Any] = {
         "changed": False,
+        "fence": fenced.as_dict(),
+        "driver_upgrades": [asdict(u) for u in first_seen],
         "plan": [step_arguments(p, view) for p in plans],
-        "lines": [scheduled.summary()] + [describe(p) for p in plans],
+        "lines": [scheduled.summary(), f"fence: {fenced.sentence()}"]
+        + ([f"waited for NVIDIA's driver upgrade on {', '.join(u.sentence() for u in first_seen)}"]
+           if first_seen else []) + [describe(p) for p in plans],
         "schedule": scheduled.schedule.as_dict(),
         "expected_steps": scheduled.simulation.steps,
         "namespace": view.namespace,

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from migrollout import capacity, clusterpolicy, labels, nodes, selectors, taints
+from migrollout import capacity, clusterpolicy, driver_upgrade, labels, nodes, selectors, taints
 from migrollout.evacuation.selection import DELETE, EVICT, Options, comes_back, keeping_off
 from migrollout.evacuation.selection import REFUSE as REFUSE_POD
 from migrollout.evacuation.selection import plan as evacuation_plan
@@ -206,6 +206,11 @@ def plan_node(view: ClusterView, name: str, desired: str | None,
         plan.action, plan.reason = REFUSE, (f"no MIG manager runs on node {name} "
                                             f"({labels.DEPLOY_MIG_MANAGER} must be true)")
         return plan
+    if driver_upgrade.state_of(node) == driver_upgrade.FAILED:
+        plan.action, plan.reason = REFUSE, (f"node {name}: NVIDIA's driver upgrade failed on it "
+                                            f"({driver_upgrade.STATE_LABEL}={driver_upgrade.FAILED}); its driver "
+                                            f"must work before its MIG layout can change")
+        return plan
     if ours is not None:
         plan.action = RESUME
         plan.from_config = ours.from_config
@@ -279,6 +284,19 @@ def _budget_blocks(pod: dict[str, Any], pdbs: list[dict[str, Any]]) -> str:
             return (f"PodDisruptionBudget {namespace}/{pdb['metadata']['name']} allows no disruption now "
                     f"({status.get('currentHealthy', '?')} healthy, {status.get('desiredHealthy', '?')} needed)")
     return ""
+
+
+def driver_upgrades(view: ClusterView, plans: list[NodePlan], maintenance: Maintenance | None = None
+                    ) -> list[driver_upgrade.UpgradeState]:
+    """The nodes in the rollout's scope (the nodes it changes, and every GPU node of their pools, whose budgets
+    they share) on which NVIDIA's driver upgrade is under way."""
+    maintenance = maintenance or Maintenance()
+    moving = [p for p in plans if p.action in (CHANGE, RESUME)]
+    pools = {p.pool for p in moving}
+    scope = {p.node for p in moving} | {
+        name for name, node in view.nodes.items()
+        if nodes.has_gpus(node) and schedule.pool_of(node, maintenance.pool_by, maintenance.pool_label) in pools}
+    return driver_upgrade.under_way(view.nodes[name] for name in sorted(scope) if name in view.nodes)
 
 
 def order(plans: list[NodePlan]) -> list[NodePlan]:

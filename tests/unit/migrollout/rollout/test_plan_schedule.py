@@ -104,3 +104,25 @@ def test_batches_keep_the_inventory_order_as_serial_does():
                      {"mig_rollout_schedule": "batches", "mig_rollout_serial": 2})
     assert [p.node for p in scheduled.plans] == ["a", "b", "c"]
     assert [p.start_step for p in scheduled.plans] == [1, 1, 2]
+
+
+def upgrading(name, state, pool="a100"):
+    found = node(name, pool=pool)
+    found["metadata"]["labels"]["nvidia.com/gpu-driver-upgrade-state"] = state
+    return found
+
+
+def test_driver_upgrades_in_the_rollouts_scope_are_the_changed_nodes_and_their_pools():
+    from migrollout.rollout.plan import driver_upgrades
+
+    cluster = view([node("a"), upgrading("b", "cordon-required"), upgrading("c", "upgrade-required", pool="h100"),
+                    upgrading("d", "upgrade-done")])
+    plans = [plan_node(cluster, "a", "all-2g.20gb", MAINTENANCE), plan_node(cluster, "d", "all-2g.20gb", MAINTENANCE)]
+    # b is not changed but shares a's pool (its budget); c is in another pool; d's upgrade is done.
+    assert [(u.node, u.state) for u in driver_upgrades(cluster, plans, MAINTENANCE)] == [("b", "cordon-required")]
+
+
+def test_a_node_whose_driver_upgrade_failed_is_refused():
+    cluster = view([upgrading("a", "upgrade-failed")])
+    found = plan_node(cluster, "a", "all-2g.20gb", MAINTENANCE)
+    assert found.action == "refuse" and "driver upgrade failed" in found.reason

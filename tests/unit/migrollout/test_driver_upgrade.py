@@ -1,0 +1,47 @@
+"""NVIDIA's driver upgrade state, as the rollout reads it: which nodes are under way, what the controller did."""
+
+import pytest
+
+from migrollout import driver_upgrade
+
+
+def node(name, state=None):
+    labels = {} if state is None else {driver_upgrade.STATE_LABEL: state}
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+@pytest.mark.parametrize(("state", "under_way"), [
+    (None, False), ("", False), ("upgrade-done", False), ("upgrade-failed", False),
+    *[(state, True) for state in driver_upgrade.IN_PROGRESS],
+    ("a-state-of-a-later-version", True),
+])
+def test_which_states_are_under_way(state, under_way):
+    assert bool(driver_upgrade.under_way([node("n", state)])) is under_way
+
+
+def test_every_state_has_what_the_rollout_does():
+    for state in ("", driver_upgrade.DONE, driver_upgrade.FAILED, *driver_upgrade.IN_PROGRESS):
+        assert driver_upgrade.ACTION[state]
+
+
+def test_the_refusal_names_the_nodes_and_their_states_and_how_many_more():
+    upgrading = driver_upgrade.under_way([node(f"gpu-{i:02d}", "upgrade-required") for i in range(12)]
+                                         + [node("gpu-a", "cordon-required")])
+    text = driver_upgrade.refusal(upgrading, limit=2)
+    assert "13 node(s)" in text and "gpu-00 (upgrade-required), gpu-01 (upgrade-required) and 11 more" in text
+    assert "mig_rollout_capacity_policy: wait" in text
+
+
+def event(node_name, at, note, reason="GPUDriverUpgrade", kind="Node"):
+    return {"reason": reason, "regarding": {"kind": kind, "name": node_name}, "note": note,
+            "deprecatedLastTimestamp": at}
+
+
+def test_what_the_controller_did_during_the_run_by_node_oldest_first():
+    events = [event("a", "2026-12-07T10:00:05Z", "Successfully drained the node"),
+              event("a", "2026-12-07T10:00:01Z", "Scheduling drain of the node"),
+              event("b", "2026-12-07T09:59:59Z", "before the run"),
+              event("b", "2026-12-07T10:00:02Z", "other reason", reason="MigConfigApplied"),
+              event("c", "2026-12-07T10:00:03Z", "a pod", kind="Pod")]
+    assert driver_upgrade.during_run(events, "2026-12-07T10:00:00.000000Z") == {
+        "a": ["Scheduling drain of the node", "Successfully drained the node"]}
