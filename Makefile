@@ -75,7 +75,14 @@ faults: binaries
 molecule: binaries
 	scripts/molecule.sh
 
-bench: binaries
+# Bare-metal GPU hosts (simcluster hosts): namespaces on this machine running Debian's sshd (and Slurm),
+# reached by Ansible over real SSH. scripts/host-packages.sh installs the Debian packages when missing.
+.PHONY: hosts
+hosts: binaries
+	scripts/host-packages.sh
+	$(BIN)/pytest tests/hosts $(PYTEST_FLAGS)
+
+bench: binaries browser
 	scripts/bench.sh
 
 # ansible-core 2.19, 2.20, 2.21 on Python 3.11 to 3.13 as each supports: unit tests and a representative set on the

@@ -4,7 +4,9 @@
                   [--real-operator | --simulated-operator] [--without-nfd] [--fresh]
     simcluster env | status | down | build | bin-dir | models
     simcluster logs NAMESPACE/POD [-c CONTAINER] [--previous]
-    simcluster path bin-dir|chart|operator|mig-parted|mig-oracle|assets|manifests
+    simcluster path bin-dir|chart|operator|mig-parted|mig-oracle|assets|manifests|nvml
+    simcluster nvml init|show|reboot|hold|release|exec --state FILE ...   (a GPU host for the GPU-less NVML)
+    simcluster hosts up [--fleet FILE] [--slurm] | inventory | down    (bare-metal test hosts over SSH)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 
 from migrollout.kube import Connection, KubeClient, KubeError
-from simcluster import binaries, certs, identities, operator_install, upstream
+from simcluster import binaries, certs, identities, nvml, nvml_cli, operator_install, upstream
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
     ClusterError,
@@ -27,6 +29,7 @@ from simcluster.controlplane import (
     free_port,
     port_in_use,
 )
+from simcluster.hosts import cli as hosts_cli
 from simcluster.sim import containers, gpus, names, netns
 from simcluster.sim.simulator import REAL, SIMULATED
 
@@ -389,6 +392,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"simcluster: NVIDIA components in {nvidia.directory} (gpu-operator {upstream.OPERATOR_VERSION}, "
           f"mig-parted {upstream.MIG_PARTED_VERSION} with go-nvlib {upstream.GO_NVLIB_VERSION}, "
           f"go-nvml {upstream.GO_NVML_VERSION})")
+    print(f"simcluster: GPU-less NVML in {nvml.build() / nvml.LIBRARY_NAME}")
     return 0
 
 
@@ -400,6 +404,7 @@ PATHS = {
     "mig-oracle": lambda: upstream.build().mig_oracle,
     "assets": lambda: upstream.build().assets,
     "manifests": lambda: upstream.build().manifests,
+    "nvml": lambda: nvml.build() / nvml.LIBRARY_NAME,
 }
 
 
@@ -463,10 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     path = commands.add_parser("path", help="print where a built component is (bin-dir, chart, operator, ...)")
     path.add_argument("name", choices=sorted(PATHS))
     path.set_defaults(func=cmd_path)
+    nvml_cli.add_commands(commands)
+    hosts_cli.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ClusterError, fleet_file.FleetError, binaries.BuildError, KubeError) as exc:
+    except (ClusterError, fleet_file.FleetError, binaries.BuildError, KubeError, *hosts_cli.ERRORS) as exc:
         print(f"simcluster: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

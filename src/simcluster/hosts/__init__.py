@@ -1,0 +1,1 @@
+"""Bare-metal GPU test hosts that Ansible reaches over real SSH (``simcluster hosts up|down|inventory``)."""
