@@ -53,23 +53,8 @@ options:
   wall_s:
     description: The run's wall time, for the report.
     type: float
-  rollout_lock:
-    description:
-      - The run's rollout lock, as M(nvidia_mig.rollout.mig_rollout_lock) returns it (its C(fence)); the report says
-        whether the run lost it. Read before the lock is released (releasing removes its state file).
-    type: dict
-    suboptions:
-      holder:
-        description: The run's holder identity.
-        type: str
-        required: true
-      namespace:
-        description: The namespace of the Lease.
-        type: str
-      state_file:
-        description: The run's lock state file.
-        type: path
-        required: true
+extends_documentation_fragment:
+  - nvidia_mig.rollout.rollout_lock.fence
 attributes:
   check_mode:
     support: full
