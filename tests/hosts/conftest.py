@@ -47,7 +47,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
     if os.geteuid() != 0:
         pytest.skip("test hosts need root (namespaces)")
     state = tmp_path_factory.mktemp("hosts")
-    hostset.up(state, None, slurm=False)
+    hostset.up(state, None, slurm=True)
     try:
         yield Hosts(state)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 from simcluster.hosts import hostset
 
@@ -59,3 +60,22 @@ def test_reboot_with_ansibles_reboot_module(hosts):
     after = hosts.ssh(name, "cat /proc/sys/kernel/random/boot_id; pgrep -x sleep || echo none").stdout.splitlines()
     assert after[0] != before.strip()
     assert after[1] == "none"
+
+
+def _sinfo(hosts) -> dict[str, list[str]]:
+    done = hosts.ssh("slurm-controller", "sinfo -N -h -o '%N %T %G'")
+    return {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()}
+
+
+def test_slurm_nodes_with_their_gpus_run_jobs(hosts):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        nodes = _sinfo(hosts)
+        if all(nodes.get(name, ["?"])[0] == "idle" for name in hosts.names("slurm_node")):
+            break
+        time.sleep(1)
+    for name in hosts.names("slurm_node"):
+        assert nodes[name] == ["idle", f"gpu:{hosts.plan[name].gpu_count}"], nodes
+    name = hosts.names("slurm_node")[0]
+    hosts.ssh("slurm-controller", f"cd /tmp && srun -w {name} --gres=gpu:1 hostname > /tmp/srun.out")
+    assert hosts.ssh("slurm-controller", "cat /tmp/srun.out").stdout.strip() == name

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from simcluster import fleet as fleet_file
+from simcluster.hosts import slurm as slurm_files
 
 SUBNET = "169.254.77"
 PREFIX = 24
@@ -153,9 +154,21 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
     (root / "boot_id").write_text("\n")
     gpu = root / "gpu"
     gpu.mkdir()
-    return {"name": host.name, "address": host.address, "root": str(root),
+    return {"name": host.name, "address": host.address, "root": str(root), "gpus": host.gpu_count,
             "binds": [[str(state / "bin" / "systemctl"), "/usr/bin/systemctl"], [str(gpu), GPU_STATE_MOUNT]],
             "on_boot": [], "reboot_s": 0}
+
+
+def _layout_slurm(state: Path, hosts: list[Host]) -> None:
+    controller = next(host for host in hosts if "slurm_controller" in host.roles)
+    nodes = [host for host in hosts if "slurm_node" in host.roles]
+    conf = slurm_files.slurm_conf((controller.name, controller.address),
+                                  [(host.name, host.address, host.gpu_count) for host in nodes])
+    key = os.urandom(1024)
+    slurm_files.layout(state / "hosts" / controller.name, conf, "", key, ["munge.service", "slurmctld.service"])
+    for host in nodes:
+        slurm_files.layout(state / "hosts" / host.name, conf, slurm_files.gres_conf(host.name, host.gpu_count), key,
+                           ["munge.service", "slurmd.service"])
 
 
 def host_key(state: Path, name: str) -> str:
@@ -240,6 +253,8 @@ def up(state: Path, fleet_path: str | None, slurm: bool, extra_env: dict[str, st
     specs = [_layout_host(state, host, hosts, public_key, extra_env or {}) for host in hosts]
     for host, spec in zip(hosts, specs, strict=True):
         spec["reboot_s"] = 0.0 if not host.gpu else min(fleet.simulation.reboot_s, 1.0)
+    if slurm:
+        _layout_slurm(state, hosts)
     (state / "ssh" / "known_hosts").write_text("".join(
         f"{host.address} {' '.join(host_key(state, host.name))}\n" for host in hosts))
     (state / "hosts.json").write_text(json.dumps({

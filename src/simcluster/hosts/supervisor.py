@@ -94,11 +94,43 @@ def _mounts(host: dict[str, Any]) -> None:
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
     _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _devices(int(host.get("gpus", 0)))
     for fd, target in opened[len(binds):]:
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
     for fd, _ in opened:
         os.close(fd)
     _check(_libc.sethostname(host["name"].encode(), len(host["name"])), "sethostname")
+
+
+def _devices(gpus: int) -> None:
+    """The host's own /dev: the machine's plain devices, its own ptys, and the NVIDIA driver's device files
+    (character devices, major 195, as the driver makes them; no driver answers behind them: the GPU-less
+    NVML is the GPUs here). The MIG capability files (``/dev/nvidia-caps``) are made for every possible GPU
+    instance, numbered as the driver's ``mig-minors`` numbers them (``gpuG/giI/access``: 3 + 135 G + 9 I)."""
+    plain = {name: os.open(f"/dev/{name}", os.O_PATH | os.O_CLOEXEC)
+             for name in ("null", "zero", "full", "random", "urandom", "tty")}
+    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=0755")
+    for name, fd in plain.items():
+        Path("/dev", name).touch()
+        _mount(f"/proc/self/fd/{fd}", f"/dev/{name}", None, MS_BIND)
+        os.close(fd)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
+        os.symlink(target, f"/dev/{name}")
+    os.mkdir("/dev/pts")
+    _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    os.mkdir("/dev/shm")
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    nvidia = [("nvidiactl", 195, 255), *((f"nvidia{index}", 195, index) for index in range(gpus))]
+    if gpus:
+        os.mkdir("/dev/nvidia-caps")
+        caps = int(Path("/proc/devices").read_text().split("nvidia-caps")[0].split()[-1]) if (
+            "nvidia-caps" in Path("/proc/devices").read_text()) else 511
+        nvidia += [(f"nvidia-caps/nvidia-cap{minor}", caps, minor) for minor in (1, 2)]
+        nvidia += [(f"nvidia-caps/nvidia-cap{3 + 135 * gpu + 9 * gi}", caps, 3 + 135 * gpu + 9 * gi)
+                   for gpu in range(gpus) for gi in range(15)]
+    for name, major, minor in nvidia:
+        os.mknod(f"/dev/{name}", 0o20666, os.makedev(major, minor))
 
 
 def _unblocked() -> None:
