@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -197,11 +198,13 @@ def _restart(state: ClusterState, args: argparse.Namespace, started: float) -> i
         fleet = fleet.scaled(state.nodes)
     control_plane = ControlPlane(state, built)
     restarted = control_plane.restart_stopped()
+    simulator_since = 0.0
     if not state.running("simulator"):
+        simulator_since = time.time()
         control_plane.spawn("simulator", state.commands["simulator"])
         restarted.append("simulator")
     identities.ensure(_client(state), state)
-    _wait_settled(state, fleet, state.with_operator, control_plane, args.timeout)
+    _wait_settled(state, fleet, state.with_operator, control_plane, args.timeout, simulator_since)
     print(f"simcluster: restarted {', '.join(restarted) or 'nothing (every process was running)'} in "
           f"{time.monotonic() - started:.1f} s at {state.server}; its state is kept ({directory})")
     print(f"export KUBECONFIG={state.kubeconfig}")
@@ -277,8 +280,20 @@ def _operator_summary(state: ClusterState, args: argparse.Namespace, installed_a
             f"({controller}strategy {operator_install.STRATEGY}{', no NFD' if args.without_nfd else ''}{took})")
 
 
+def _simulator_started(state: ClusterState, since: float) -> bool:
+    """Whether the simulator started at ``since`` (a time.time()) has registered its nodes: it reports so in its
+    status file. Until then an API server outage would meet it in its start-up."""
+    try:
+        status = json.loads((Path(state.directory) / "simulator-status.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(status.get("registered")) and float(status.get("time") or 0) >= since
+
+
 def _wait_settled(state: ClusterState, fleet: fleet_file.Fleet, with_operator: bool, control_plane: ControlPlane,
-                  timeout: float) -> None:
+                  timeout: float, simulator_since: float = 0.0) -> None:
+    """Wait until every node is Ready (and, with an operator, labelled and advertising its GPUs); and, when the
+    simulator was (re)started at ``simulator_since``, until it reports its nodes registered."""
     api = _client(state)
     expected = {node.name for node in fleet.nodes()}
     interval = 0.5 if len(expected) < 100 else 3.0
@@ -291,6 +306,8 @@ def _wait_settled(state: ClusterState, fleet: fleet_file.Fleet, with_operator: b
             lacking = _settled(api, expected, with_operator)
         except KubeError as exc:
             lacking = exc.one_line()
+        if not lacking and simulator_since and not _simulator_started(state, simulator_since):
+            lacking = "the simulator has not registered its nodes yet"
         if not lacking:
             return
         time.sleep(interval)

@@ -276,7 +276,17 @@ class Simulator:
     def register_nodes(self) -> None:
         def register(index: int, spec: NodeSpec) -> None:
             states = self.booted(spec)
-            self.kubelet.register(spec, index, hardware.encode(states) if states else None)
+            # As a kubelet does, try again until the API server answers: one that restarts while the simulator
+            # starts (simcluster up after a crash) must not end it.
+            delay = 0.5
+            while not self.stopped.is_set():
+                try:
+                    self.kubelet.register(spec, index, hardware.encode(states) if states else None)
+                    return
+                except KubeError as exc:
+                    log.warning("register node %s: %s; trying again in %.1f s", spec.name, exc.one_line(), delay)
+                    self.stopped.wait(delay)
+                    delay = min(delay * 2, 5.0)
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             list(pool.map(register, *zip(*enumerate(self.fleet.nodes()), strict=True)))
