@@ -86,10 +86,10 @@ bench: binaries browser
 	scripts/bench.sh
 
 # ansible-core 2.19, 2.20, 2.21 on Python 3.11 to 3.13 as each supports: unit tests and a representative set on the
-# simulated cluster (scripts/matrix.sh; MATRIX_PARTS=unit for the unit part only). Recorded in docs/compatibility.md.
+# simulated cluster (scripts/matrix.py; MATRIX_PARTS=unit for the unit part only). Recorded in docs/compatibility.md.
 MATRIX_PARTS ?= unit cluster
 matrix: binaries
-	scripts/matrix.sh $(MATRIX_PARTS)
+	$(BIN)/python scripts/matrix.py $(MATRIX_PARTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache wheels

@@ -9,11 +9,16 @@ is in maintenance while it is cordoned or carries the rollout record."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 from conftest import latest_report, run_rollout
@@ -103,6 +108,79 @@ def rows(report) -> dict[str, dict[str, Any]]:
     return {row["node"]: row for row in report["nodes"]}
 
 
+# Headless Chromium, offline: nothing but the file is loaded (the page must need no network).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000")
+
+
+class RenderedPage(HTMLParser):
+    """The rendered DOM's elements of interest, by class: their attributes (the page's script measured what the
+    browser drew into data-rendered-* attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, list[dict[str, str]]] = {}
+        self.body: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {key: value or "" for key, value in attrs}
+        if tag == "body":
+            self.body = values
+        for css in values.get("class", "").split():
+            self.found.setdefault(f"{tag}.{css}", []).append(values)
+
+
+def render_in_chromium(page: Path, workdir: Path) -> RenderedPage:
+    """Render the page as a person's browser would: a screenshot (kept beside the report) and the DOM once loaded."""
+    chromium = shutil.which("chromium")
+    assert chromium, "headless Chromium is needed: make integration installs it (scripts/install-chromium.sh)"
+    command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'chromium-profile'}"]
+    shot = workdir / "timeline.png"
+    subprocess.run([*command, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180, check=True)
+    assert shot.stat().st_size > 10_000          # a picture, not a blank page
+    dom = subprocess.run([*command, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180,
+                         check=True).stdout
+    parsed = RenderedPage()
+    parsed.feed(dom)
+    assert parsed.body.get("data-measured") == "yes", dom[:2000]
+    return parsed
+
+
+def epoch(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def assert_the_page_shows_the_run(report_dir: Path, report: dict[str, Any], window: int) -> None:
+    """The run's timeline page, as Chromium drew it: a lane per node whose segments add up to the node's recorded
+    step times, and the occupancy never above the window (nor a pool's use above its budget)."""
+    page = (report_dir / "latest.html").resolve()
+    assert "http:" not in page.read_text() and "https:" not in page.read_text()
+    rendered = render_in_chromium(page, report_dir)
+    px_per_s = float(rendered.body["data-px-per-unit"])
+    lanes = {lane["data-node"]: float(lane["data-rendered-units"]) for lane in rendered.found["g.lane"]}
+    assert set(lanes) == {row["node"] for row in report["nodes"]}
+    for row in report["nodes"]:
+        recorded = sum((row.get("steps") or {}).values())
+        assert recorded > 0, row
+        assert abs(lanes[row["node"]] - recorded) <= 1.0 / px_per_s, (row["node"], lanes[row["node"]], recorded)
+    [occupancy] = rendered.found["svg.occupancy"]
+    assert int(occupancy["data-limit"]) == window and int(occupancy["data-peak"]) <= window
+    # Drawn: the occupancy's line never above the window's line (screen y grows downwards).
+    assert float(occupancy["data-rendered-top"]) >= float(occupancy["data-rendered-limit-top"]) - 1.0
+    for chart in rendered.found.get("svg.pooluse", []):
+        if chart["data-limit"]:
+            assert float(chart["data-rendered-top"]) >= float(chart["data-rendered-limit-top"]) - 1.0, chart
+    # And the report's own slots agree: never more than the window at once.
+    edges = sorted([(epoch(r["started"]), 1) for r in report["nodes"]] + [(epoch(r["finished"]), -1)
+                                                                         for r in report["nodes"]])
+    running = peak = 0
+    for _, change in edges:
+        running += change
+        peak = max(peak, running)
+    assert peak <= window
+
+
 def test_the_window_refills_while_a_slow_node_runs(cluster, node_pool, tmp_path):
     nodes = [node_pool.take("sched-h100") for _ in range(3)]
     slow = nodes[0]
@@ -119,6 +197,7 @@ def test_the_window_refills_while_a_slow_node_runs(cluster, node_pool, tmp_path)
         assert left[nodes[1]] <= entered[nodes[2]] < left[slow]
         assert all(left[n] < left[slow] for n in nodes[1:])
         assert all(row["result"] == "done" for row in report["nodes"])
+        assert_the_page_shows_the_run(tmp_path, report, window=2)
     finally:
         cluster.annotate(slow, {SLOW_APPLY: None})
 
@@ -128,12 +207,21 @@ def test_per_pool_budgets_hold_and_a_cordoned_node_counts_against_its_pool(clust
     h100 = [node_pool.take("sched-h100") for _ in range(2)]
     admin_cordoned, planned = a100[0], a100[1:] + h100
     cluster.api.patch(kube.node_path(admin_cordoned), {"spec": {"unschedulable": True}})
+    settings = ("-e", "mig_config=all-3g.40gb", "-e", "mig_rollout_max_unavailable=4",
+                "-e", json.dumps({"mig_rollout_max_unavailable_per_pool": {"sched-a100": 2, "sched-h100": 1}}))
     try:
+        # Check mode draws the plan's expected timeline: the budgets of one hold each pool to one node at a time.
+        checked, _ = rollout(cluster, tmp_path / "plan", planned, "--check", *settings)
+        assert checked.returncode == 0, checked.stdout[-3000:]
+        [plan_page] = (tmp_path / "plan").glob("mig-rollout-*-plan.html")
+        assert f"timeline: file://{plan_page}" in checked.stdout
+        expected = RenderedPage()
+        expected.feed(plan_page.read_text())
+        assert {lane["data-node"] for lane in expected.found["g.lane"]} == set(planned)
+        [occupancy] = expected.found["svg.occupancy"]
+        assert (occupancy["data-peak"], occupancy["data-limit"]) == ("2", "4")
         with watch_fleet(cluster, planned) as fleet:
-            result, report = rollout(cluster, tmp_path, planned, "-e", "mig_config=all-3g.40gb",
-                                     "-e", "mig_rollout_max_unavailable=4",
-                                     "-e", json.dumps({"mig_rollout_max_unavailable_per_pool":
-                                                       {"sched-a100": 2, "sched-h100": 1}}))
+            result, report = rollout(cluster, tmp_path, planned, *settings)
         assert result.returncode == 0, result.stdout[-3000:]
         # sched-a100: the admin's cordon is one of its two; sched-h100: one at a time; both pools at once
         assert fleet.most_in_pool("sched-a100") == 1
@@ -141,6 +229,11 @@ def test_per_pool_budgets_hold_and_a_cordoned_node_counts_against_its_pool(clust
         assert fleet.most_at_once() == 2
         assert all(row["result"] == "done" for row in report["nodes"])
         assert cluster.node(admin_cordoned)["spec"]["unschedulable"] is True   # not ours to undo
+        assert_the_page_shows_the_run(tmp_path, report, window=4)
+        # The progress lines counted per pool against the budgets, and gave an ETA once a node had finished.
+        progress = [line for line in result.stdout.splitlines() if line.startswith("mig_window ")]
+        assert any("sched-h100 0/2 done, 1 in maintenance (budget 1)" in line for line in progress), progress
+        assert "left)" in progress[-1] and "4 done, 0 in maintenance, 0 failed, 0 waiting" in progress[-1]
     finally:
         cluster.api.patch(kube.node_path(admin_cordoned), {"spec": {"unschedulable": None}})
 
