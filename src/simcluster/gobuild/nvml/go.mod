@@ -1,0 +1,3 @@
+module simcluster.invalid/nvml
+
+go 1.25.0

@@ -1,0 +1,619 @@
+"""A GPU-less NVML: one GPU host's state in one file, served by a built ``libnvidia-ml.so.1``.
+
+What it is for: NVIDIA's real ``nvidia-mig-parted`` (``apply``, ``assert``, ``export``) partitions the GPUs
+of a host that has none. The pieces:
+
+- the library (``gobuild/nvml/``, built by ``simcluster build`` with cgo ``-buildmode=c-shared`` into the
+  cache; ``simcluster path nvml``): NVML's C ABI, every answer read from the state file named by
+  ``SIMCLUSTER_NVML_STATE`` and every mutation written back under the file's lock. The entry points that
+  mig-parted and go-nvlib call are implemented; every other one declared in go-nvml's ``nvml.h`` is
+  generated at build time and answers ``NVML_ERROR_NOT_SUPPORTED``.
+- the state file (``simcluster nvml init``): the model's MIG tables (go-nvml's recorded tables through
+  mig-oracle for A100 and A30; the MIG user guide's, from ``data/gpus.yaml``, for H100 on), and per GPU its
+  UUID, PCI bus id, MIG mode (current and pending), GPU and compute instances with their placements, and the
+  processes that hold it (a fault knob: a reset is refused while one does).
+- the host's view (``simcluster nvml exec``): a private mount namespace in which ``/proc/modules`` lists the
+  ``nvidia`` module, ``/sys/bus/pci/devices`` holds one NVIDIA PCI function per GPU, ``nvidia-smi`` is a
+  stand-in that supports exactly ``-r -i`` and ``--query-gpu``, and the library is the one the dynamic
+  loader finds. mig-parted reads all three (``cmd/nvidia-mig-parted/util`` in v0.10.0).
+- a reset (the ``nvidia-smi`` stand-in) and a reboot (``simcluster nvml reboot``) act on the file as the
+  hardware does: see ``reset_gpus`` and ``reboot``.
+
+This module imports only the standard library at the top: ``exec`` and the ``nvidia-smi`` stand-in start
+once per mig-parted call and per reset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+STATE_ENV = "SIMCLUSTER_NVML_STATE"
+STATE_VERSION = 1
+LIBRARY_NAME = "libnvidia-ml.so.1"
+NVML_GOBUILD_DIR = Path(__file__).parent / "gobuild" / "nvml"
+
+# A host with no GPU driver has no driver version; these are what the library reports (the NVML major
+# version must be 11 or more for mig-parted to use NVML at all).
+DRIVER_VERSION = "580.95.05"
+NVML_VERSION = "13.580.95.05"
+CUDA_DRIVER_VERSION = 13000
+
+MIG_DISABLED, MIG_ENABLED = 0, 1
+
+# nvmlDeviceArchitecture_t by CUDA compute capability major.minor (nvml.h's NVML_DEVICE_ARCH_*).
+_ARCHITECTURES = {(7, 5): 6, (8, 0): 7, (8, 6): 7, (8, 9): 8, (9, 0): 9, (10, 0): 10}
+
+# NVML's GPU instance profile ids (nvml.h NVML_GPU_INSTANCE_PROFILE_*), for the models whose tables come from
+# the MIG user guide: by compute slices; "+me" is the REV1 profile of 1 and 2 slices; a 1-slice profile with
+# two memory slices (1g.20gb on H100) is the REV2 one.
+_GI_PROFILE_BY_SLICES = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
+_GI_PROFILE_MEDIA_EXTENSIONS = {1: 7, 2: 8}
+_GI_PROFILE_1_SLICE_REV2 = 9
+# NVML's compute instance profile ids (NVML_COMPUTE_INSTANCE_PROFILE_*), by compute slices.
+_CI_PROFILE_BY_SLICES = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
+
+
+class NvmlError(RuntimeError):
+    """A one-line problem with the host state or the command line."""
+
+
+# -- the state file ---------------------------------------------------------------------------------------------------
+
+def lock_path(state: Path) -> Path:
+    return Path(f"{state}.lock")
+
+
+def host_dir(state: Path) -> Path:
+    """Beside the state file: the PCI tree, the fake module list and the nvidia-smi stand-in."""
+    return Path(f"{state}.host")
+
+
+@contextlib.contextmanager
+def locked(state: Path) -> Iterator[None]:
+    """The host's lock, held exclusively (the library takes the same one around every mutation)."""
+    with open(lock_path(state), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def load(state: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(state).read_text())
+    except FileNotFoundError:
+        raise NvmlError(f"{state}: no such GPU host state (create it with 'simcluster nvml init')") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NvmlError(f"{state}: not a GPU host state: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        raise NvmlError(f"{state}: not a GPU host state of version {STATE_VERSION}")
+    return data
+
+
+def save(state: Path, data: dict[str, Any]) -> None:
+    """Replace the file whole (the library reads it without the lock, so never a half-written file)."""
+    state = Path(state)
+    fd, tmp = tempfile.mkstemp(prefix=state.name + ".tmp-", dir=state.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, state)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def mutating(state: Path) -> Iterator[dict[str, Any]]:
+    """Read, let the caller change, and write the state, all under the lock."""
+    with locked(state):
+        data = load(state)
+        yield data
+        save(state, data)
+
+
+def _documented_profiles(model: Any) -> list[dict[str, Any]]:
+    profiles = []
+    for profile in model.profiles:
+        slices = profile.compute_slices
+        if "+me" in profile.name:
+            profile_id = _GI_PROFILE_MEDIA_EXTENSIONS[slices]
+        elif slices == 1 and profile.memory_slices == 2:
+            profile_id = _GI_PROFILE_1_SLICE_REV2
+        else:
+            profile_id = _GI_PROFILE_BY_SLICES[slices]
+        profiles.append({
+            "id": profile_id, "name": profile.name, "slice_count": slices,
+            "instance_count": profile.instances, "memory_mib": profile.memory_mib,
+            "multiprocessor_count": profile.multiprocessors, "copy_engines": profile.copy_engines,
+            "decoders": profile.decoders, "encoders": profile.encoders, "jpegs": profile.jpegs,
+            "ofas": profile.ofas, "p2p": False,
+            "placements": [{"start": start, "size": profile.memory_slices} for start in profile.starts],
+            "compute_profiles": [{"id": _CI_PROFILE_BY_SLICES[compute.slices], "name": compute.name,
+                                  "slice_count": compute.slices, "instance_count": compute.instances,
+                                  "multiprocessor_count": compute.multiprocessors}
+                                 for compute in profile.compute_profiles],
+        })
+    return profiles
+
+
+def model_table(name: str) -> dict[str, Any]:
+    """The ``model`` part of a host state: what NVML says of one GPU of this model, MIG tables included."""
+    from simcluster.sim import gpus  # the catalogue (and, for recorded tables, mig-oracle)
+
+    described = gpus.described().find(name)
+    if described is None:
+        raise NvmlError(f"unknown GPU model {name!r} (simcluster models lists them: "
+                        f"{', '.join(gpus.described().keys())})")
+    capability = described.compute_capability
+    architecture = _ARCHITECTURES.get(capability)
+    if architecture is None:
+        raise NvmlError(f"{described.key}: no NVML architecture known for compute capability "
+                        f"{capability[0]}.{capability[1]}")
+    table: dict[str, Any] = {
+        "key": described.key, "product": described.product, "pci_device_id": int(described.device_id, 16),
+        "pci_subsystem_id": 0, "memory_mib": described.memory_mib, "compute_capability": list(capability),
+        "architecture": architecture, "mig_capable": described.mig_capable,
+        # A100 and A30 (Ampere) apply a MIG mode change at the next GPU reset; from Hopper on, at once.
+        "mig_mode_change": "reset" if capability[0] < 9 else "immediate",
+        "gpu_instance_profiles": [],
+    }
+    if described.mig == "recorded":
+        recorded = gpus.shared_oracle().tables()[described.recorded_table]
+        table["memory_mib"] = int(recorded["memory_mib"])
+        table["gpu_instance_profiles"] = [
+            {key: profile[key] for key in ("id", "name", "slice_count", "instance_count", "memory_mib",
+                                           "multiprocessor_count", "copy_engines", "decoders", "encoders",
+                                           "jpegs", "ofas", "p2p", "placements")}
+            | {"compute_profiles": [{key: compute[key] for key in ("id", "name", "slice_count", "instance_count",
+                                                                   "multiprocessor_count")}
+                                    for compute in profile["compute_profiles"]]}
+            for profile in recorded["profiles"]
+        ]
+    elif described.mig == "documented":
+        table["gpu_instance_profiles"] = _documented_profiles(described)
+    return table
+
+
+def pci_bus_id(index: int) -> str:
+    """NVML's form of the PCI address of GPU ``index`` on a simulated host."""
+    return f"00000000:{0x10 + index:02X}:00.0"
+
+
+def new_state(model: str, count: int) -> dict[str, Any]:
+    if not 1 <= count <= 16:
+        raise NvmlError(f"--count must be between 1 and 16, not {count}")
+    return {
+        "version": STATE_VERSION, "driver_version": DRIVER_VERSION, "nvml_version": NVML_VERSION,
+        "cuda_driver_version": CUDA_DRIVER_VERSION, "model": model_table(model),
+        "gpus": [{"index": index, "uuid": f"GPU-{uuid.uuid4()}", "pci_bus_id": pci_bus_id(index),
+                  "mig": {"current": MIG_DISABLED, "pending": MIG_DISABLED}, "clients": [], "gpu_instances": []}
+                 for index in range(count)],
+    }
+
+
+def init(state: Path, model: str, count: int) -> dict[str, Any]:
+    """Create (or replace) the host state with ``count`` GPUs of ``model``, MIG disabled, and its host view."""
+    state = Path(state)
+    data = new_state(model, count)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    with locked(state):
+        save(state, data)
+    prepare_host(state, data)
+    return data
+
+
+# -- what a reset and a reboot do ---------------------------------------------------------------------------------
+
+def _find_gpu(data: dict[str, Any], wanted: str) -> dict[str, Any]:
+    """A GPU by index, UUID or PCI bus id (either form), as nvidia-smi's -i accepts them."""
+    wanted = wanted.strip()
+    for gpu in data["gpus"]:
+        if wanted == str(gpu["index"]) or wanted == gpu["uuid"]:
+            return gpu
+        if _bus_key(wanted) is not None and _bus_key(wanted) == _bus_key(gpu["pci_bus_id"]):
+            return gpu
+    raise NvmlError(f"No devices were found matching {wanted!r}")
+
+
+def _bus_key(text: str) -> tuple[int, ...] | None:
+    match = re.fullmatch(r"([0-9a-fA-F]+):([0-9a-fA-F]+):([0-9a-fA-F]+)\.([0-9a-fA-F]+)", text.strip())
+    return tuple(int(part, 16) for part in match.groups()) if match else None
+
+
+def reset_gpus(state: Path, targets: list[str]) -> list[str]:
+    """A GPU reset of each target: the pending MIG mode takes effect and every GPU instance is gone.
+
+    Refused as a whole (nothing changes) while a process holds one of them. Returns the bus ids reset.
+    """
+    with mutating(state) as data:
+        gpus = [_find_gpu(data, target) for target in targets]
+        busy = [gpu for gpu in gpus if gpu["clients"]]
+        if busy:
+            gpu = busy[0]
+            raise NvmlError(f"Unable to reset GPU {gpu['pci_bus_id']} because it's being used by some other "
+                            f"process ({', '.join(gpu['clients'])})")
+        for gpu in gpus:
+            gpu["mig"]["current"] = gpu["mig"]["pending"]
+            gpu["gpu_instances"] = []
+    return [gpu["pci_bus_id"] for gpu in gpus]
+
+
+def reboot(state: Path) -> None:
+    """A host reboot: no process holds a GPU any more and no GPU instance survives. A100 and A30 keep their
+    MIG mode, the pending one taking effect; from H100 on the MIG mode is lost (disabled)."""
+    with mutating(state) as data:
+        immediate = data["model"]["mig_mode_change"] == "immediate"
+        for gpu in data["gpus"]:
+            mode = MIG_DISABLED if immediate else gpu["mig"]["pending"]
+            gpu["mig"] = {"current": mode, "pending": mode}
+            gpu["gpu_instances"] = []
+            gpu["clients"] = []
+
+
+def hold(state: Path, index: int, client: str) -> None:
+    """The fault knob: a process (``client``, e.g. 'pid 4242 cuda-app') now holds GPU ``index``."""
+    with mutating(state) as data:
+        _find_gpu(data, str(index))["clients"].append(client)
+
+
+def release(state: Path, index: int | None) -> None:
+    with mutating(state) as data:
+        for gpu in data["gpus"]:
+            if index is None or gpu["index"] == index:
+                gpu["clients"] = []
+
+
+# -- reading it -----------------------------------------------------------------------------------------------------
+
+def _mode(value: int) -> str:
+    return "Enabled" if value == MIG_ENABLED else "Disabled"
+
+
+def describe(data: dict[str, Any]) -> str:
+    model = data["model"]
+    profiles = {profile["id"]: profile for profile in model["gpu_instance_profiles"]}
+    change = {"reset": "pending until a GPU reset or reboot", "immediate": "at once; lost at reboot"}
+    lines = [f"{len(data['gpus'])} x {model['product']} ({model['key']}); "
+             + (f"MIG mode change: {change[model['mig_mode_change']]}" if model["mig_capable"] else "no MIG")]
+    for gpu in data["gpus"]:
+        mig = gpu["mig"]
+        mode = _mode(mig["current"]) + (f" (pending: {_mode(mig['pending'])})" if mig["pending"] != mig["current"]
+                                        else "")
+        holders = ", ".join(gpu["clients"]) or "none"
+        lines.append(f"GPU {gpu['index']} {gpu['pci_bus_id']} {gpu['uuid']}  MIG {mode}  held by: {holders}")
+        for gi in sorted(gpu["gpu_instances"], key=lambda item: item["start"]):
+            profile = profiles.get(gi["profile_id"], {})
+            lines.append(f"  GPU instance {gi['id']:<2} {profile.get('name', gi['profile_id']):<12} "
+                         f"memory slices {gi['start']}-{gi['start'] + gi['size'] - 1}")
+            computes = {compute["id"]: compute for compute in profile.get("compute_profiles", [])}
+            for ci in gi["compute_instances"]:
+                name = computes.get(ci["profile_id"], {}).get("name", ci["profile_id"])
+                lines.append(f"    compute instance {ci['id']} {name:<12} slices {ci['start']}-"
+                             f"{ci['start'] + ci['size'] - 1}  {ci['uuid']}")
+    return "\n".join(lines)
+
+
+def mig_layout(data: dict[str, Any]) -> list[dict[str, int]]:
+    """Per GPU, how many MIG devices of each name it holds (what mig-parted's export counts)."""
+    profiles = {profile["id"]: profile for profile in data["model"]["gpu_instance_profiles"]}
+    layout = []
+    for gpu in data["gpus"]:
+        counts: dict[str, int] = {}
+        for gi in gpu["gpu_instances"]:
+            computes = {c["id"]: c for c in profiles[gi["profile_id"]]["compute_profiles"]}
+            for ci in gi["compute_instances"]:
+                name = computes[ci["profile_id"]]["name"]
+                counts[name] = counts.get(name, 0) + 1
+        layout.append(counts)
+    return layout
+
+
+# -- the host's view: PCI tree, module list, nvidia-smi ---------------------------------------------------------
+
+def prepare_host(state: Path, data: dict[str, Any] | None = None) -> Path:
+    """Write the host view beside the state file (idempotent): what mig-parted reads besides NVML."""
+    state = Path(state).resolve()
+    data = data if data is not None else load(state)
+    root = host_dir(state)
+    pci = root / "pci-devices"
+    shutil.rmtree(pci, ignore_errors=True)
+    pci.mkdir(parents=True)
+    device_id = data["model"]["pci_device_id"]
+    for gpu in data["gpus"]:
+        domain, bus, dev, function = _bus_key(gpu["pci_bus_id"])  # type: ignore[misc]
+        function_dir = pci / f"{domain:04x}:{bus:02x}:{dev:02x}.{function:x}"
+        function_dir.mkdir()
+        # What go-nvlib's nvpci reads of a PCI function: an NVIDIA (0x10de) 3D controller (class 0x0302).
+        for name, value in (("vendor", "0x10de"), ("device", f"0x{device_id >> 16:04x}"), ("class", "0x030200"),
+                            ("subsystem_vendor", "0x10de"), ("subsystem_device", "0x0000"), ("numa_node", "-1"),
+                            ("resource", "0x0000000000000000 0x0000000000000000 0x0000000000000000")):
+            (function_dir / name).write_text(value + "\n")
+    (root / "modules").write_text("nvidia 0 0 - Live 0x0000000000000000\n")
+    bin_dir = root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\n# simcluster's nvidia-smi stand-in: -r -i and --query-gpu only\n"
+                   f"exec {sys.executable} -m simcluster.nvml smi \"$@\"\n")
+    smi.chmod(0o755)
+    return root
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS = 0x00020000
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    if _libc.mount(source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
+                   ctypes.c_ulong(flags), None) != 0:
+        errno = ctypes.get_errno()
+        raise NvmlError(f"mount {source or fstype} on {target}: {os.strerror(errno)}")
+
+
+def _fake_module_list(modules: Path) -> None:
+    """Make /proc/modules list the nvidia module, in this (private) mount namespace."""
+    if os.path.exists("/proc/modules"):
+        _mount(str(modules), "/proc/modules", None, MS_BIND)
+        return
+    # A kernel without loadable modules has no /proc/modules to bind over: put a tmpfs on /proc that holds the
+    # list and links everything else to a fresh proc mounted inside it.
+    _mount("tmpfs", "/proc", "tmpfs", 0)
+    os.mkdir("/proc/.proc")
+    _mount("proc", "/proc/.proc", "proc", 0)
+    for name in os.listdir("/proc/.proc"):
+        os.symlink(f"/proc/.proc/{name}", f"/proc/{name}")
+    shutil.copyfile(modules, "/proc/modules")
+
+
+def host_environment(state: Path, library_dir: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if env is None else env)
+    root = host_dir(state)
+    env[STATE_ENV] = str(state)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_dir), env.get("LD_LIBRARY_PATH")]))
+    env["PATH"] = os.pathsep.join(filter(None, [str(root / "bin"), env.get("PATH")]))
+    return env
+
+
+def exec_on_host(state: Path, argv: list[str], library_dir: Path) -> None:
+    """Become ``argv`` inside the host's view (never returns)."""
+    state = Path(state).resolve()
+    if not argv:
+        raise NvmlError("nothing to run: give a command after --")
+    root = host_dir(state)
+    if not (root / "pci-devices").is_dir():
+        prepare_host(state)
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        raise NvmlError(f"unshare(mount namespace): {os.strerror(ctypes.get_errno())} (this needs root)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted here reaches the host
+    _fake_module_list(root / "modules")
+    _mount(str(root / "pci-devices"), "/sys/bus/pci/devices", None, MS_BIND)
+    env = host_environment(state, library_dir)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        raise NvmlError(f"{argv[0]}: {exc.strerror}") from None
+
+
+# -- the nvidia-smi stand-in -----------------------------------------------------------------------------------------
+
+_QUERY_FIELDS = {
+    "index": lambda data, gpu: str(gpu["index"]),
+    "pci.bus_id": lambda data, gpu: gpu["pci_bus_id"],
+    "uuid": lambda data, gpu: gpu["uuid"],
+    "name": lambda data, gpu: data["model"]["product"],
+    "memory.total": lambda data, gpu: f"{data['model']['memory_mib']} MiB",
+    "mig.mode.current": lambda data, gpu: _mode(gpu["mig"]["current"]) if data["model"]["mig_capable"] else "[N/A]",
+    "mig.mode.pending": lambda data, gpu: _mode(gpu["mig"]["pending"]) if data["model"]["mig_capable"] else "[N/A]",
+}
+
+
+def smi(argv: list[str], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+    """``nvidia-smi -r -i ID[,ID...]`` and ``nvidia-smi --query-gpu=F,... --format=csv[,noheader]``."""
+    state_name = os.environ.get(STATE_ENV)
+    if not state_name:
+        print(f"nvidia-smi (simcluster stand-in): {STATE_ENV} is not set", file=err)
+        return 9
+    state = Path(state_name)
+    try:
+        if len(argv) == 3 and argv[0] in ("-r", "--gpu-reset") and argv[1] in ("-i", "--id"):
+            for bus_id in reset_gpus(state, argv[2].split(",")):
+                print(f"GPU {bus_id} was successfully reset.", file=out)
+            print("All done.", file=out)
+            return 0
+        queries = [a.split("=", 1)[1] for a in argv if a.startswith("--query-gpu=")]
+        formats = [a.split("=", 1)[1] for a in argv if a.startswith("--format=")]
+        if len(queries) == 1 and len(argv) == len(queries) + len(formats) and formats and \
+                formats[0].split(",")[0] == "csv":
+            fields = [f.strip() for f in queries[0].split(",")]
+            unknown = [f for f in fields if f not in _QUERY_FIELDS]
+            if unknown:
+                print(f'Field "{unknown[0]}" is not a valid field to query.', file=err)
+                return 2
+            data = load(state)
+            if "noheader" not in formats[0].split(","):
+                print(", ".join(fields), file=out)
+            for gpu in data["gpus"]:
+                print(", ".join(_QUERY_FIELDS[f](data, gpu) for f in fields), file=out)
+            return 0
+    except NvmlError as exc:
+        print(str(exc), file=err)
+        return 255
+    print("nvidia-smi (simcluster stand-in) supports only '-r -i ID[,ID...]' and "
+          "'--query-gpu=FIELDS --format=csv[,noheader]'", file=err)
+    return 2
+
+
+# -- building the library ----------------------------------------------------------------------------------------------
+
+_DECLARATION = re.compile(r"nvmlReturn_t\s+DECLDIR\s+(nvml\w+)\s*\(([^;{]*?)\)\s*;", re.DOTALL)
+
+
+def implemented_functions() -> set[str]:
+    """The NVML entry points the library's own sources define."""
+    names = set()
+    for path in sorted(NVML_GOBUILD_DIR.glob("*.go")):
+        names.update(re.findall(r"^//export (nvml\w+)$", path.read_text(), re.MULTILINE))
+    for path in sorted(NVML_GOBUILD_DIR.glob("*.c")):
+        names.update(re.findall(r"^(?:const\s+char\s*\*|nvmlReturn_t)\s*(nvml\w+)\(", path.read_text(), re.MULTILINE))
+    return names
+
+
+def not_supported_stubs(header: str, implemented: set[str]) -> tuple[str, list[str]]:
+    """C definitions answering NVML_ERROR_NOT_SUPPORTED for every function ``header`` declares that the
+    library does not implement, and their names."""
+    header = re.sub(r"/\*.*?\*/", "", header, flags=re.DOTALL)
+    header = re.sub(r"//[^\n]*", "", header)
+    lines = ['#include "nvml.h"', ""]
+    names = []
+    for name, params in _DECLARATION.findall(header):
+        if name in implemented or name in names:
+            continue
+        names.append(name)
+        params = " ".join(params.split())
+        lines.append(f"nvmlReturn_t {name}({params}) {{ return NVML_ERROR_NOT_SUPPORTED; }}")
+    return "\n".join(lines) + "\n", names
+
+
+# Changes whenever the way the library is built (flags, generated stubs) changes.
+_BUILD_RECIPE = "c-shared -trimpath -s -w; NOT_SUPPORTED stubs for every other nvml.h function; v1"
+
+
+def _inputs_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(NVML_GOBUILD_DIR.iterdir()):
+        if path.suffix in (".go", ".c", ".mod"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(_BUILD_RECIPE.encode())
+    return digest.hexdigest()[:12]
+
+
+def library_dir() -> Path:
+    from simcluster import upstream
+    from simcluster.binaries import cache_root
+
+    return cache_root() / "nvml" / f"go-nvml-{upstream.GO_NVML_VERSION}_{_inputs_digest()}"
+
+
+def find() -> Path | None:
+    """The built library's directory, or None."""
+    directory = library_dir()
+    return directory if (directory / LIBRARY_NAME).exists() and (directory / "build-info.json").exists() else None
+
+
+def _go_nvml_header(go: str, scratch: Path) -> Path:
+    from simcluster import upstream
+    from simcluster.binaries import BuildError
+
+    env = upstream._go_env(cgo=False)
+    env["GOFLAGS"] = ""
+    module = f"{upstream.GO_NVML_MODULE}@{upstream.GO_NVML_VERSION}"
+    result = subprocess.run([go, "mod", "download", "-json", module], cwd=scratch, env=env,
+                            capture_output=True, text=True)
+    try:
+        info = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        info = {}
+    if result.returncode != 0 or "Dir" not in info:
+        raise BuildError(f"the Go module {module} cannot be downloaded: "
+                         f"{info.get('Error') or result.stderr.strip() or result.returncode}")
+    return Path(info["Dir"]) / "pkg" / "nvml"
+
+
+def build(log: IO[str] = sys.stderr) -> Path:
+    """Build libnvidia-ml.so.1 into the cache (nothing when it is there); return its directory."""
+    from simcluster import upstream
+    from simcluster.binaries import BuildError
+
+    target = library_dir()
+    if find() is not None:
+        return target
+    go = upstream._find_go()
+    upstream._check_c_compiler(go)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="simcluster-nvml-"))
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    started = time.monotonic()
+    try:
+        print(f"simcluster: building {LIBRARY_NAME} (GPU-less NVML over go-nvml {upstream.GO_NVML_VERSION}'s "
+              f"nvml.h; first time only; under a minute)", file=log, flush=True)
+        header_dir = _go_nvml_header(go, scratch)
+        source = scratch / "nvml"
+        shutil.copytree(NVML_GOBUILD_DIR, source, copy_function=shutil.copy)
+        stubs, stubbed = not_supported_stubs((header_dir / "nvml.h").read_text(), implemented_functions())
+        (source / "not_supported.c").write_text(stubs)
+        env = upstream._go_env(cgo=True)
+        env["CGO_CFLAGS"] = f"{env.get('CGO_CFLAGS', '-O2 -g')} -I{header_dir}"
+        result = subprocess.run([go, "build", "-trimpath", "-buildmode=c-shared", "-ldflags", "-s -w",
+                                 "-o", str(staging / LIBRARY_NAME), "."],
+                                cwd=source, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise upstream._failure(LIBRARY_NAME, result)
+        (staging / f"{Path(LIBRARY_NAME).stem}.h").unlink(missing_ok=True)
+        (staging / "libnvidia-ml.so.h").unlink(missing_ok=True)
+        seconds = round(time.monotonic() - started, 1)
+        (staging / "build-info.json").write_text(json.dumps({
+            "go_nvml": f"{upstream.GO_NVML_MODULE}@{upstream.GO_NVML_VERSION}",
+            "implemented": sorted(implemented_functions()),
+            "not_supported": len(stubbed),
+            "seconds": seconds,
+        }, indent=2) + "\n")
+        staging.chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            staging.rename(target)
+        except OSError:
+            if find() is None:
+                raise
+    except OSError as exc:
+        raise BuildError(f"building {LIBRARY_NAME} failed: {exc}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    print(f"simcluster: {LIBRARY_NAME} built in {time.monotonic() - started:.0f} s into {target}",
+          file=log, flush=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simcluster.nvml smi ARGS`` (the nvidia-smi stand-in) and ``python -m simcluster.nvml exec
+    --state FILE -- COMMAND...`` (as ``simcluster nvml exec``, with the built library): quick to start, without
+    the CLI's imports, as they run once per mig-parted call and per reset."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["smi"]:
+        return smi(args[1:])
+    if args[:2] == ["exec", "--state"] and len(args) > 3:
+        command = args[3:][1:] if args[3] == "--" else args[3:]
+        try:
+            library = find()
+            if library is None:
+                raise NvmlError(f"{LIBRARY_NAME} is not built: run 'simcluster build'")
+            load(Path(args[2]))
+            exec_on_host(Path(args[2]), command, library)
+        except NvmlError as exc:
+            print(f"simcluster nvml: {exc}", file=sys.stderr)
+            return 1
+    print("usage: python -m simcluster.nvml smi ARGS | exec --state FILE -- COMMAND [ARGS...]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
