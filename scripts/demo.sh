@@ -37,3 +37,5 @@ export KUBECONFIG="$ADMIN"
 kubectl get nodes -L nvidia.com/mig.config,nvidia.com/mig.config.state
 kubectl get pods -n demo -o wide
 step "Done: the report is in reports/latest.json. The cluster keeps running: 'export SIMCLUSTER_DIR=$SIMCLUSTER_DIR; eval \"\$(.venv/bin/simcluster env)\"' to use it, '.venv/bin/simcluster down' to stop it"
+# The run's timeline (a self-contained page: any browser opens it, none is needed to produce it).
+echo "The rollout's timeline: file://$(realpath reports/latest.html)"

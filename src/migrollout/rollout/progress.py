@@ -228,9 +228,10 @@ class Watch:
             shown = []
             for pool, counts in list(pools.items())[:MAX_POOLS_SHOWN]:
                 budget = self.schedule.pool_budgets.get(pool)
-                shown.append(f"{pool or '(no pool)'} {counts.done}/{sum(vars(counts).values())} done, {counts.active} "
-                             f"in maintenance" + (f" (budget {budget})" if budget is not None else "")
-                             + (f", {counts.failed} failed" if counts.failed else ""))
+                text = f"{pool or '(no pool)'} {counts.done}/{sum(vars(counts).values())} done"
+                if counts.active or budget is not None:
+                    text += f", {counts.active} in maintenance" + (f" (budget {budget})" if budget is not None else "")
+                shown.append(text + (f", {counts.failed} failed" if counts.failed else ""))
             more = len(pools) - MAX_POOLS_SHOWN
             parts.append("; ".join(shown) + (f"; +{more} pools" if more > 0 else ""))
         if progress.active:

@@ -32,6 +32,7 @@ PLOT_W = 960            # px for the whole run on the time axis
 LABEL_W = 170
 EVICTED_W = 60
 CHART_H = 90
+POOL_CHART_H = 40
 OPEN_BELOW = 300        # every pool starts open up to this many nodes
 
 
@@ -154,7 +155,7 @@ def from_report(report: Mapping[str, Any]) -> Picture:
     picture.totals = [("nodes", str(len(lanes))),
                       *((result, str(count)) for result, count in sorted((report.get("summary") or {}).items())),
                       ("node phase", duration_text(phase)),
-                      ("whole run", duration_text(float(report["wall_s"])) if report.get("wall_s") else "-"),
+                      *((("whole run", duration_text(float(report["wall_s"]))),) if report.get("wall_s") else ()),
                       ("node time in maintenance", duration_text(node_seconds)),
                       ("window use", f"{node_seconds / (limit * phase):.0%}" if phase > 0 else "-"),
                       ("window not full", duration_text(_below(picture.occupancy(), limit, phase))),
@@ -223,11 +224,18 @@ class _Scale:
         return LABEL_W + moment * self.per_unit
 
 
+# Tick steps a reader counts in: seconds, minutes, hours (and tenths for node times).
+TICK_STEPS = (0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
+
+
+def _ticks(end: float, most: int = 10) -> list[float]:
+    step = next((s for s in TICK_STEPS if end / s <= most), end / most or 1.0)
+    return [index * step for index in range(int(end / step + 1e-9) + 1)]
+
+
 def _axis(scale: _Scale, end: float, unit: str, y: float) -> list[str]:
-    ticks = 8
     parts = [f'<line x1="{LABEL_W}" y1="{y}" x2="{LABEL_W + PLOT_W}" y2="{y}" stroke="#999"/>']
-    for index in range(ticks + 1):
-        moment = end * index / ticks
+    for moment in _ticks(end):
         x = _number(scale.x(moment))
         text = duration_text(moment) if unit == "s" else f"{moment:.3g}"
         parts.append(f'<line x1="{x}" y1="{y}" x2="{x}" y2="{y + 4}" stroke="#999"/>'
@@ -236,9 +244,8 @@ def _axis(scale: _Scale, end: float, unit: str, y: float) -> list[str]:
 
 
 def _step_chart(css: str, title: str, points: list[tuple[float, int]], limit: int | None, scale: _Scale,
-                end: float, unit: str, data: str = "") -> str:
+                end: float, unit: str, data: str = "", height: int = CHART_H) -> str:
     peak = max([count for _, count in points] + [limit or 0, 1]) * 1.15     # headroom above the limit line
-    height = CHART_H
 
     def y(count: float) -> float:
         return 10 + (height - 10) * (1 - count / peak)
@@ -368,12 +375,12 @@ def render(picture: Picture) -> str:
     legend = "".join(f'<span><i style="background:{COLOURS[s]}"></i>{STEP_NAMES[s]}</span>' for s in STEPS)
     legend += "".join(f'<span><b style="color:{colour}">&#x2715;</b> {mark}</span>' for mark, colour in MARKS.items())
     legend += '<span><i style="background:#e6e6e6"></i>slot held (between steps: Ansible)</span>'
-    charts = [_step_chart("occupancy", "in maintenance", picture.occupancy(), picture.limit,
-                          scale, end, picture.unit)]
+    chart = _step_chart("occupancy", "in maintenance", picture.occupancy(), picture.limit, scale, end, picture.unit)
+    pool_charts = []
     for pool, points in picture.pool_use().items():
         budget = picture.pool_budgets.get(pool)
-        charts.append(_step_chart("pooluse", f"pool {pool or '(no pool)'} out of service", points, budget, scale, end,
-                                  picture.unit, f'data-pool="{_attr(pool)}"'))
+        pool_charts.append(_step_chart("pooluse", f"{pool or '(no pool)'} out of service", points, budget, scale, end,
+                                       picture.unit, f'data-pool="{_attr(pool)}"', height=POOL_CHART_H))
     axis = (f'<svg class="axis" width="{LABEL_W + PLOT_W + EVICTED_W}" height="20">'
             f'{"".join(_axis(scale, end, picture.unit, 2))}</svg>')
     panels = "".join(_pool_panel(pool, lanes, total <= OPEN_BELOW or any(lane.mark for lane in lanes), row_h, scale,
@@ -387,10 +394,12 @@ def render(picture: Picture) -> str:
         facts(picture.settings), facts(picture.totals),
         f'<p class="note">{_attr(picture.note)}</p>' if picture.note else "",
         f'<div class="legend">{legend}</div>',
-        "<h2>Occupancy</h2>", "".join(charts),
+        f"<h2>The window <small>({_attr(picture.limit_name)})</small></h2>", chart,
         f"<h2>Nodes <small>({total}; time in {_attr(picture.unit)}; evicted pods on the right; hover for details"
         "; click a pool to fold it)</small></h2>",
         f'<div class="panel"><div class="axis">{axis}</div>{panels}</div>',
+        "<h2>Pools <small>(nodes out of service: in maintenance, failed, or out before the run; against the "
+        "pool's budget)</small></h2>", "".join(pool_charts),
         f"<script>{MEASURE}</script></body></html>"])
 
 
