@@ -65,9 +65,16 @@ class UpgradeState:
         return f"{self.node} ({self.state})"
 
 
+def skipped(node: Mapping[str, Any]) -> bool:
+    """An admin excluded the node from driver upgrades: the controller leaves it in ``upgrade-required`` for good
+    and never cordons it, so it is no upgrade under way."""
+    return ((node.get("metadata") or {}).get("labels") or {}).get(SKIP_LABEL) == "true"
+
+
 def under_way(nodes: Iterable[Mapping[str, Any]]) -> list[UpgradeState]:
     """The nodes whose driver upgrade is under way, by name."""
-    found = [UpgradeState(n["metadata"]["name"], state_of(n)) for n in nodes]
+    found = [UpgradeState(n["metadata"]["name"], state_of(n)) for n in nodes
+             if not (skipped(n) and state_of(n) == "upgrade-required")]
     return sorted((s for s in found if in_progress(s.state)), key=lambda s: s.node)
 
 

@@ -45,3 +45,13 @@ def test_what_the_controller_did_during_the_run_by_node_oldest_first():
               event("c", "2026-12-07T10:00:03Z", "a pod", kind="Pod")]
     assert driver_upgrade.during_run(events, "2026-12-07T10:00:00.000000Z") == {
         "a": ["Scheduling drain of the node", "Successfully drained the node"]}
+
+
+def test_a_node_excluded_from_driver_upgrades_waits_in_upgrade_required_for_good_and_is_not_under_way():
+    excluded = node("n", "upgrade-required")
+    excluded["metadata"]["labels"][driver_upgrade.SKIP_LABEL] = "true"
+    assert driver_upgrade.under_way([excluded]) == []
+    # Excluded after it started: the controller finishes what it began.
+    started = node("m", "cordon-required")
+    started["metadata"]["labels"][driver_upgrade.SKIP_LABEL] = "true"
+    assert [u.node for u in driver_upgrade.under_way([started])] == ["m"]
