@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -39,11 +40,12 @@ def pip(venv: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-def user_venv(python: str, core: str) -> Path:
-    """A virtualenv of ``python`` holding ansible-core ``core`` (and what it needs), as a user has one."""
+def user_venv(python: str, core: str, purpose: str = "") -> Path:
+    """A virtualenv of ``python`` holding ansible-core ``core`` (and what it needs), as a user has one. Tests that
+    install into it give a ``purpose`` of their own, so the untouched one stays untouched."""
     version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    venv = CACHE / f"python{version}-ansible-core-{core}"
+    venv = CACHE / "-".join(filter(None, [f"python{version}", f"ansible-core-{core}", purpose]))
     ready = venv / ".ready"
     if not ready.exists():
         shutil.rmtree(venv, ignore_errors=True)
@@ -61,3 +63,24 @@ def installed(venv: Path) -> dict[str, str]:
 
 def canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
+
+
+def build_collection(output: Path) -> Path:
+    """The collection tarball as released (scripts/build-collection.sh: the core's wheel inside)."""
+    result = subprocess.run([str(REPO / "scripts" / "build-collection.sh"), str(output)], capture_output=True,
+                            text=True, env={**os.environ, "VENV": str(Path(sys.executable).parent.parent)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def user_core() -> tuple[str, str]:
+    """The ansible-core and the Python of the user's virtualenv the install tests make: MIGROLLOUT_USER_ANSIBLE
+    ("<ansible-core>:<python>", which `make matrix` sets to its combination), else the newest ansible-core of the
+    matrix this machine has a Python for (2.21 with Python 3.12 or later)."""
+    if chosen := os.environ.get("MIGROLLOUT_USER_ANSIBLE"):
+        core, python = chosen.split(":", 1)
+        return core, python
+    for core in sorted(COMBINATIONS, key=lambda v: tuple(map(int, v.split("."))), reverse=True):
+        if python := newest_interpreter(core):
+            return core, python
+    raise AssertionError(f"no Python on this machine runs any ansible-core of {sorted(COMBINATIONS)}")
