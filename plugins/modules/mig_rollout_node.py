@@ -264,8 +264,6 @@ lock_lost:
   type: bool
 """
 
-import datetime
-import time
 from typing import Any
 
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task import (
@@ -281,13 +279,15 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs im
 )
 
 try:
-    from migrollout import capacity, events, nodes, taints, timestamps
-    from migrollout.evacuation.engine import Evacuator, options_problem
-    from migrollout.evacuation.selection import EVICT, Options, keeping_off
-    from migrollout.migsetup import discover
-    from migrollout.migstate import wait_advertised
-    from migrollout.rollout import fence, maintenance, record
-    from migrollout.verification import Expectation, expect
+    from migrollout import timestamps
+    from migrollout.failures import StepFailed
+    from migrollout.rollout.node_step import (
+        NodeStep,
+        begin_maintenance,
+        maintenance_taints,
+        mark_failed,
+        return_to_service,
+    )
 except ImportError:  # run_module reports the missing package
     pass
 
@@ -319,242 +319,29 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 }
 
 
-class Step:
-    """One step's shared means: the parameters, the fence, the Events, the seconds of each part."""
-
-    def __init__(self, ctx: TaskContext):
-        self.ctx = ctx
-        self.params = ctx.params
-        self.name = ctx.params["name"]
-        lock = ctx.params.get("rollout_lock") or {}
-        self.guard = fence.NoFence() if ctx.check_mode else fence.from_params(lock or None)
-        self.recorder = events.Recorder(None, ctx.params["run"], enabled=False)
-        if lock.get("events") and not ctx.check_mode:
-            self.recorder = events.Recorder(ctx.api, ctx.params["run"])
-        self.steps: dict[str, float] = {}
-        self.started = time.monotonic()
-
-    def lap(self, part: str) -> None:
-        now = time.monotonic()
-        self.steps[part] = round(now - self.started, 3)
-        self.started = now
-
-    def emit(self, kind: Any, note: str) -> None:
-        self.recorder.emit(self.name, kind, note)   # sent in the background: see end()
-
-    def end(self) -> None:
-        """Wait for the step's Events (an Event not written is a warning)."""
-        for warning in self.recorder.wait():
-            self.ctx.warn(warning)
-
-    def check(self) -> None:
-        self.guard.check(f"node {self.name}")
-
-    def fail(self, phase: str, message: str, **result: Any) -> TaskFailed:
-        return TaskFailed(message, phase=phase, steps=self.steps, **result)
-
-
-def _write(step: Step, mutate_patch: Any, what: str, current: dict[str, Any] | None = None):
-    written: dict[str, Any] = {}
-
-    def mutate(node: dict[str, Any]) -> dict[str, Any] | None:
-        patch, rec = mutate_patch(node)
-        written["record"] = rec
-        if patch:
-            step.check()  # right before the write: this run must still hold the lock
-        return patch
-
-    before, after, changed = nodes.update(step.ctx.api, step.name, mutate, dry_run=step.ctx.check_mode,
-                                          what=what, current=current)
-    return before, after, changed, written.get("record")
-
-
-def _evacuator(step: Step, options: dict[str, Any]) -> Evacuator:
-    name = step.name
-    problem = options_problem(options)
-    if problem:
-        raise TaskFailed(f"node {name}: evacuation {problem}")
-    return Evacuator(step.ctx.api, name, Options.from_params(options), pod_selector=options.get("pod_selector"),
-                     timeout=options["timeout"], max_parallel=options["max_parallel"],
-                     grace_period=options["grace_period"], disable_eviction=options["disable_eviction"],
-                     returning="refuse", stop_check=step.check)
-
-
-def begin(step: Step) -> dict[str, Any]:
-    params, name, ctx = step.params, step.name, step.ctx
-    if not params.get("to_config"):
-        raise TaskFailed(f"node {name}: to_config is required with step=begin")
-    maintenance_taints = taints.checked_list(params["maintenance_taints"])
-    lock = params.get("rollout_lock") or {}
-    result: dict[str, Any] = {"changed": False, "name": name, "step": "begin", "capacity_refused": False, "moved": 0}
-    if lock.get("slots_file") and not ctx.check_mode:
-        try:
-            result["slot"] = maintenance.require_slot(lock["slots_file"], name)
-        except maintenance.NotInWindow as exc:
-            raise step.fail("window", str(exc)) from None
-
-    # Where would its GPU pods go? Looked at before the node is touched, so a refusal leaves it as it was.
-    evacuator = _evacuator(step, params["evacuation"]) if params.get("evacuation") else None
-    if evacuator is not None:
-        pods, _ = evacuator.list_pods()
-        moving = [d.pod for d in evacuator.plan(pods) if d.action == EVICT and capacity.gpu_requests(d.pod)]
-        policy = (params.get("capacity") or {}).get("policy", "refuse")
-        room = maintenance.find_room(ctx.api, name, moving, policy, (params.get("capacity") or {}).get("timeout", 600),
-                                     lock.get("slots_file"))
-        result["room"] = room.as_dict()
-        if room.stuck and policy != "ignore":
-            waited = f" after waiting {room.waited_s:.0f} s" if policy == "wait" else ""
-            result.update(capacity_refused=True, record=None, taints=[], cordoned=False,
-                          reason=f"node {name} was not touched: {len(room.stuck)} GPU pod(s) would have nowhere to "
-                                 f"go{waited}: {'; '.join(room.stuck)}")
-            step.emit(events.SKIPPED, events.skipped_note(step.params["run"], room.stuck))
-            step.lap("capacity")
-            result["steps"] = step.steps
-            return result
-        step.lap("capacity")
-
-    def put_in_maintenance(node: dict[str, Any]) -> Any:
-        nodes.require_mig_node(node)
-        return record.begin_patch(node, params["run"], params["to_config"], maintenance_taints, params["cordon"])
-
-    before, after, changed, rec = _write(step, put_in_maintenance, f"begin MIG maintenance of node {name}")
-    step.lap("maintenance")
-    result.update(changed=changed, record=vars(rec) if rec is not None else None, taints=nodes.node_taints(after),
-                  cordoned=nodes.is_cordoned(after))
-    if ctx.diff and changed:
-        result["diff"] = _diff(name, before, after)
-    if changed or rec is not None:
-        added = [str(taints.Taint.from_dict(t)) for t in (rec.added_taints if rec else [])]
-        step.emit(events.STARTED, events.started_note(params["run"], rec.from_config if rec else "",
-                                                      params["to_config"], added))
-    if evacuator is None:
-        result["steps"] = step.steps
-        return result
-
-    evacuator.keeping_off = keeping_off(nodes.node_taints(after), nodes.is_cordoned(after))
-    if ctx.check_mode:
-        planned = evacuator.check()
-        for warning in planned.warnings:
-            ctx.warn(warning)
-        result["evacuation"] = {**planned.as_dict(), "would_evict": planned.as_dict()["evicted"], "evicted": []}
-        result["steps"] = step.steps
-        return result
-    pods, version = evacuator.list_pods()       # again, now that nothing new lands: what leaves is final
-    outcome = evacuator.run(pods, version)
-    for warning in outcome.warnings:
-        ctx.warn(warning)
-    step.lap("evacuate")
-    result["evacuation"] = outcome.as_dict()
-    result["changed"] = result["changed"] or bool(outcome.evicted)
-    problem = outcome.problem(name, params["evacuation"]["timeout"])
-    if problem:
-        raise step.fail("evacuate", problem, **{k: v for k, v in result.items() if k != "steps"})
-    moved = [f"{e['namespace']}/{e['name']}" for e in outcome.evicted]
-    result["moved"] = len(moved)
-    step.emit(events.EVACUATED, events.evacuated_note(params["run"], moved, outcome.duration_s))
-    result["steps"] = step.steps
-    return result
-
-
-def _expectation(step: Step, verify: dict[str, Any], node: dict[str, Any]) -> Any:
-    if verify.get("expected"):
-        found = verify["expected"]
-        return Expectation(dict(found.get("resources") or {}), dict(found.get("labels") or {}))
-    model = nodes.require_mig_node(node)
-    setup = discover(step.ctx.api, step.name, verify.get("operator_namespace"), verify.get("config_map"),
-                     verify.get("strategy"))
-    count = verify.get("gpu_count") or nodes.physical_gpu_count(node, setup.config, model)
-    if not count:
-        raise TaskFailed(f"node {step.name}: cannot tell how many GPUs it has from its labels; pass gpu_count")
-    return expect(setup.config, verify["config"], model, count, setup.strategy)
-
-
-def finish(step: Step) -> dict[str, Any]:
-    params, name, ctx = step.params, step.name, step.ctx
-    result: dict[str, Any] = {"changed": False, "name": name, "step": "finish"}
-    current = None
-    verify = params.get("verify")
-    if verify:
-        config = verify["config"]
-        node = nodes.read(ctx.api, name) if not verify.get("expected") else None
-        expectation = _expectation(step, verify, node or {})
-        comparison, current = wait_advertised(ctx.api, name, config, expectation, params["verify_timeout"],
-                                              node=node, stop_check=step.check)
-        step.lap("verify")
-        result["verification"] = {"expected": comparison.expected, "actual": comparison.actual,
-                                  "mismatches": comparison.mismatches, "duration_s": step.steps["verify"]}
-        if comparison.mismatches:
-            raise step.fail("verify", f"node {name} does not advertise what {config} should give after "
-                            f"{params['verify_timeout']} s: " + "; ".join(comparison.mismatches[:4])
-                            + (f" (and {len(comparison.mismatches) - 4} more)" if len(comparison.mismatches) > 4
-                               else ""), **result)
-        step.emit(events.VERIFIED, events.verified_note(params["run"], config, step.steps["verify"]))
-
-    def return_to_service(node: dict[str, Any]) -> Any:
-        nodes.require_mig_node(node)
-        return record.finish_patch(node, params["run"])
-
-    before, after, changed, rec = _write(step, return_to_service, f"finish MIG maintenance of node {name}",
-                                         current=current)
-    step.lap("finish")
-    result.update(changed=changed, record=vars(rec) if rec is not None else None, taints=nodes.node_taints(after),
-                  cordoned=nodes.is_cordoned(after), steps=step.steps)
-    if ctx.diff and changed:
-        result["diff"] = _diff(name, before, after)
-    if rec is not None:
-        total = _since(rec.started)
-        step.emit(events.SUCCEEDED, events.succeeded_note(params["run"], rec.from_config, rec.to_config,
-                                                          params["moved"], total))
-    return result
-
-
-def failed(step: Step) -> dict[str, Any]:
-    params, name = step.params, step.name
-
-    def mark_failed(node: dict[str, Any]) -> Any:
-        return record.failed_patch(node, params["run"], params["failed_step"], params["error"])
-
-    try:
-        before, after, changed, rec = _write(step, mark_failed, f"failed MIG maintenance of node {name}")
-    except nodes.NodeGone:
-        return {"changed": False, "name": name, "step": "failed", "record": None, "node_gone": True,
-                "taints": [], "cordoned": False}
-    step.emit(events.FAILED, events.failed_note(params["run"], params["failed_step"], params["error"]))
-    result = {"changed": changed, "name": name, "step": "failed", "record": vars(rec) if rec is not None else None,
-              "taints": nodes.node_taints(after), "cordoned": nodes.is_cordoned(after), "node_gone": False}
-    if step.ctx.diff and changed:
-        result["diff"] = _diff(name, before, after)
-    return result
-
-
-def _since(text: str) -> float | None:
-    started = timestamps.parse(text)
-    if started is None:
-        return None
-    return (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-
-
-def _diff(name: str, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    return {"before": {"taints": nodes.node_taints(before), "unschedulable": nodes.is_cordoned(before)},
-            "after": {"taints": nodes.node_taints(after), "unschedulable": nodes.is_cordoned(after)},
-            "before_header": f"node/{name}", "after_header": f"node/{name}"}
-
-
 def run(ctx: TaskContext) -> dict[str, Any]:
-    name = ctx.params["name"]
+    params = ctx.params
+    name = params["name"]
     try:
-        maintenance_taints = taints.checked_list(ctx.params["maintenance_taints"])
-    except ValueError as exc:
-        raise TaskFailed(f"node {name}: {exc}") from None
-    refused = [str(t) for t in maintenance_taints if t.effect == "NoExecute"]
-    if refused:
-        raise TaskFailed(f"node {name}: maintenance taint {', '.join(refused)} refused: a NoExecute taint makes the "
-                         f"taint manager delete every pod on the node that does not tolerate it, CPU pods too, without "
-                         f"honouring PodDisruptionBudgets; use NoSchedule")
-    step = Step(ctx)
+        taints = maintenance_taints(name, params["maintenance_taints"])
+    except StepFailed as exc:
+        raise TaskFailed(exc.msg, **exc.result) from None
+    if params["step"] == "begin" and not params.get("to_config"):
+        raise TaskFailed(f"node {name}: to_config is required with step=begin")
+    step = NodeStep(ctx.api, name, params["run"], params.get("rollout_lock"), check_mode=ctx.check_mode,
+                    diff=ctx.diff, warn=ctx.warn)
     began = timestamps.micro_time_text()
     try:
-        return {**{"begin": begin, "finish": finish, "failed": failed}[ctx.params["step"]](step), "began": began}
+        if params["step"] == "begin":
+            outcome = begin_maintenance(step, params["to_config"], taints, params["cordon"], params.get("evacuation"),
+                                        params.get("capacity"))
+        elif params["step"] == "finish":
+            outcome = return_to_service(step, params.get("verify"), params["verify_timeout"], params["moved"])
+        else:
+            outcome = mark_failed(step, params["failed_step"], params["error"])
+        return {**outcome, "began": began}
+    except StepFailed as exc:
+        raise TaskFailed(exc.msg, **exc.result) from None
     finally:
         step.end()
 
