@@ -31,6 +31,14 @@ options:
     description: Seconds to wait.
     type: int
     default: 600
+  driver_upgrade:
+    description:
+      - Also wait until NVIDIA's driver upgrade is over on every GPU node (no node left in a state of the driver
+        upgrade state machine, C(nvidia.com/gpu-driver-upgrade-state), but C(upgrade-done); nodes excluded with
+        C(nvidia.com/gpu-driver-upgrade.skip=true) do not count). A MIG rollout started during a driver upgrade
+        collides with it (see C(nvidia_mig.rollout.mig_rollout_plan)). It may take hours on a large fleet.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - nvidia_mig.rollout.kube_connection
   - nvidia_mig.rollout.read_only
@@ -79,7 +87,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 )
 
 try:
-    from migrollout import clusterpolicy, kube
+    from migrollout import clusterpolicy, driver_upgrade, kube
     from migrollout.migsetup import CrdMissing, SetupError, read_policy
 except ImportError:  # run_module reports the missing package
     pass
@@ -87,6 +95,7 @@ except ImportError:  # run_module reports the missing package
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "strategy": {"type": "str", "choices": ["none", "single", "mixed"]},
     "timeout": {"type": "int", "default": 600},
+    "driver_upgrade": {"type": "bool", "default": False},
 }
 STRATEGY_OPERANDS = ("nvidia-device-plugin-daemonset", "gpu-feature-discovery")
 
@@ -160,6 +169,12 @@ def _problems(ctx: TaskContext, strategy: str | None) -> tuple[list[str], dict[s
             found.append(f"DaemonSet {namespace}/{name}: {why}")
     if found:
         found.extend(_unready_pods(ctx, namespace))
+    elif ctx.params.get("driver_upgrade"):
+        listed, _ = ctx.api.list("/api/v1/nodes", what="list nodes")
+        upgrading = driver_upgrade.under_way(listed)
+        if upgrading:
+            shown = ", ".join(u.sentence() for u in upgrading[:5]) + (" ..." if len(upgrading) > 5 else "")
+            found.append(f"NVIDIA's driver upgrade is under way on {len(upgrading)} node(s): {shown}")
     return found, policy
 
 

@@ -70,6 +70,18 @@ options:
       - Read from the chart being installed (pulled into a temporary directory when it is not on disk), so a
         chart release that moves an image needs no change here. O(values) win over the mirror's.
     type: str
+  allow_driver_restart:
+    description:
+      - For the GPU Operator's release - whether a change that makes NVIDIA's driver upgrade controller restart the
+        GPU driver on every GPU node may go ahead. Such a change is one to the chart version, or to chart values
+        that reach the driver DaemonSet's pod template (C(driver.*) except C(driver.upgradePolicy), and
+        C(daemonsets.*) such as C(daemonsets.tolerations)), while the operator manages the driver with
+        C(driver.upgradePolicy.autoUpgrade) on. The controller then cordons each node, deletes its GPU pods and
+        restarts its driver, a few nodes at a time.
+      - V(false) refuses such a change before anything is changed, naming what restarts the driver; check mode
+        names it as a warning. V(true) goes ahead, with the same warning. Unset, nothing is checked (another chart).
+      - A first install restarts nothing, whatever it sets.
+    type: bool
   helm_binary:
     description: The helm executable (a name on PATH or a path).
     type: str
@@ -118,6 +130,13 @@ chart:
   returned: state=present
   type: str
   sample: gpu-operator-v26.7.0
+driver_restart:
+  description: Why the change restarts the GPU driver on every GPU node (see O(allow_driver_restart)); empty when it
+    does not.
+  returned: state=present and O(allow_driver_restart) set
+  type: list
+  elements: str
+  sample: ["daemonsets.tolerations changes from None to [{'key': 'mig', 'operator': 'Exists'}]"]
 reasons:
   description: Why the release was (or, in check mode, would be) installed or upgraded.
   returned: state=present
@@ -148,6 +167,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 try:
     import yaml
 
+    from migrollout import driver_upgrade
     from migrollout.chart_images import ChartError, chart_values, mirror_overrides
     from migrollout.helm import Helm, HelmError
     from migrollout.operator_values import deep_merge
@@ -165,6 +185,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "wait": {"type": "bool", "default": False},
     "timeout": {"type": "int", "default": 600},
     "registry": {"type": "str"},
+    "allow_driver_restart": {"type": "bool"},
     "helm_binary": {"type": "str", "default": "helm"},
     "kubeconfig": {"type": "path"},
     "context": {"type": "str"},
@@ -220,6 +241,19 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             if current.status != "deployed":
                 reasons.append(f"release status is {current.status}")
         result.update({"chart": wanted_chart, "changed": bool(reasons), "reasons": reasons})
+        allow = params.get("allow_driver_restart")
+        if allow is not None:
+            restarts = driver_upgrade.restart_reasons(current.values if current else None, wanted_values,
+                                                      current.chart if current else "", wanted_chart)
+            result["driver_restart"] = restarts
+            if restarts:
+                sentence = driver_upgrade.restart_sentence(restarts)
+                if not allow and not ctx.check_mode:
+                    raise TaskFailed(f"release {namespace}/{release} was not changed: {sentence}. Set "
+                                     f"allow_driver_restart (gpu_operator_allow_driver_restart: true) to go ahead; "
+                                     f"a MIG rollout started meanwhile waits for it", **result)
+                ctx.warn(f"release {namespace}/{release}: {sentence}"
+                         + ("" if allow else "; the real run refuses it unless allow_driver_restart is true"))
         if ctx.diff and reasons:
             result["diff"] = {
                 "before": _yaml(current.values) if current else "", "after": _yaml(wanted_values),

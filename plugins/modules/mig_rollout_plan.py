@@ -46,8 +46,8 @@ description:
     plan refuses the run, naming the nodes and their states; with C(mig_rollout_capacity_policy=wait) in
     O(settings) it waits instead, up to C(mig_rollout_capacity_timeout), then plans. A node whose driver upgrade
     failed is refused.
-  - Says whether the rollout's fence is exact (the API server enforces it: the admission policy
-    C(mig-rollout-fence) of C(rbac/mig-rollout-fence.yaml) and its binding are in force) or time-based (C(fence)).
+  - Says whether the rollout's fence is exact (the API server enforces it, with the admission policy
+    C(mig-rollout-fence) of C(rbac/mig-rollout-fence.yaml) and its binding in force) or time-based (C(fence)).
   - Changes nothing.
 version_added: "0.1.0"
 seealso:

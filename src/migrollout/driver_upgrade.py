@@ -112,3 +112,58 @@ def during_run(events: Iterable[Mapping[str, Any]], since: str) -> dict[str, lis
         message = event.get("note") or event.get("message") or ""
         found.setdefault(regarding.get("name", ""), []).append((at, message))
     return {node: [message for _, message in sorted(entries)] for node, entries in sorted(found.items())}
+
+
+# -- what restarts the driver everywhere ---------------------------------------------------------------------------
+
+# Chart values that reach the driver DaemonSet's pod template, whose change the upgrade controller answers by
+# restarting the driver on every GPU node: the driver's own settings (its upgrade policy aside, which only steers
+# the controller), and what the operator puts on every operand DaemonSet (tolerations, labels, annotations,
+# priority class).
+DRIVER_TEMPLATE_VALUES = ("driver", "daemonsets")
+NOT_IN_TEMPLATE = (("driver", "upgradePolicy"),)
+
+
+def _flatten(values: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if isinstance(values, Mapping) and values:
+        flat: dict[tuple[str, ...], Any] = {}
+        for key, value in values.items():
+            flat.update(_flatten(value, (*path, str(key))))
+        return flat
+    return {path: values}
+
+
+def _manages_driver(values: Mapping[str, Any]) -> bool:
+    driver = values.get("driver") or {}
+    policy = driver.get("upgradePolicy") or {}
+    return driver.get("enabled", True) is not False and policy.get("autoUpgrade", True) is not False
+
+
+def restart_reasons(deployed: Mapping[str, Any] | None, wanted: Mapping[str, Any], deployed_chart: str,
+                    wanted_chart: str) -> list[str]:
+    """Why installing ``wanted`` (chart values and chart ``<name>-<version>``) over what is deployed makes NVIDIA's
+    driver upgrade controller restart the driver on every GPU node, one sentence per cause; empty when it does not
+    (a first install, the operator not managing the driver or not upgrading it automatically, no change that
+    reaches the driver's pod template). ``deployed`` is None when nothing is installed."""
+    if deployed is None or not _manages_driver(wanted) or not _manages_driver(deployed):
+        return []
+    reasons = []
+    if deployed_chart and wanted_chart and deployed_chart != wanted_chart:
+        reasons.append(f"the chart changes from {deployed_chart} to {wanted_chart} (its driver and operator images "
+                       f"with it)")
+    before, after = _flatten(dict(deployed)), _flatten(dict(wanted))
+    for path in sorted(set(before) | set(after)):
+        if not path or path[0] not in DRIVER_TEMPLATE_VALUES:
+            continue
+        if any(path[:len(skip)] == skip for skip in NOT_IN_TEMPLATE):
+            continue
+        if before.get(path) != after.get(path):
+            reasons.append(f"{'.'.join(path)} changes from {before.get(path)!r} to {after.get(path)!r}")
+    return reasons
+
+
+def restart_sentence(reasons: list[str], limit: int = 5) -> str:
+    shown = "; ".join(reasons[:limit]) + (f"; and {len(reasons) - limit} more" if len(reasons) > limit else "")
+    return (f"this change restarts the NVIDIA driver on every GPU node: {shown}. NVIDIA's driver upgrade controller "
+            f"(driver.upgradePolicy.autoUpgrade) will cordon each node, delete its GPU pods and restart its driver, "
+            f"a few nodes at a time, for as long as that takes on the whole fleet")

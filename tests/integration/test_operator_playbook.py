@@ -71,6 +71,33 @@ def test_install_is_idempotent_and_check_mode_only_shows(sim):
     untouched(sim, before_release, before_generation)
 
 
+def driver_upgrade_states(cluster) -> dict[str, str]:
+    listed, _ = cluster.api.list("/api/v1/nodes", label_selector="nvidia.com/gpu.present=true")
+    return {n["metadata"]["name"]: (n["metadata"].get("labels") or {}).get("nvidia.com/gpu-driver-upgrade-state", "")
+            for n in listed}
+
+
+def test_a_change_that_restarts_the_driver_everywhere_is_named_and_refused(sim):
+    # The maintenance toleration, set at install time by the role (the first test), restarted no driver.
+    assert set(driver_upgrade_states(sim).values()) <= {"", "upgrade-done"}, driver_upgrade_states(sim)
+    assert not [n["metadata"]["name"] for n in sim.api.list("/api/v1/nodes")[0] if n["spec"].get("unschedulable")]
+    before_release, before_generation = release(sim), sim.policy()["metadata"]["generation"]
+    another = json.dumps({"gpu_operator_extra_tolerations": [{"key": "mig", "operator": "Exists"},
+                                                             {"key": "maintenance", "operator": "Exists"}]})
+    preview = playbook(sim, "-e", another, check=True)
+    assert preview.returncode == 0, preview.stdout[-3000:]
+    assert "this change restarts the NVIDIA driver on every GPU node: daemonsets.tolerations changes" \
+        in " ".join(preview.stdout.split())
+    untouched(sim, before_release, before_generation)
+    refused = playbook(sim, "-e", another)
+    assert refused.returncode != 0
+    text = " ".join(refused.stdout.split())
+    assert "release gpu-operator/gpu-operator was not changed: this change restarts the NVIDIA driver" in text
+    assert "gpu_operator_allow_driver_restart: true" in text and "Traceback" not in text
+    untouched(sim, before_release, before_generation)
+    assert set(driver_upgrade_states(sim).values()) <= {"", "upgrade-done"}
+
+
 def test_single_is_refused_while_a_node_mixes_profiles(sim):
     labelled = run_module(sim, "nvidia_mig.rollout.mig_node_label", {"name": "a100-80gb-1", "config": "all-balanced"})
     assert labelled["state"] == "success", labelled

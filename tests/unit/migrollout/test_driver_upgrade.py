@@ -55,3 +55,33 @@ def test_a_node_excluded_from_driver_upgrades_waits_in_upgrade_required_for_good
     started = node("m", "cordon-required")
     started["metadata"]["labels"][driver_upgrade.SKIP_LABEL] = "true"
     assert [u.node for u in driver_upgrade.under_way([started])] == ["m"]
+
+
+TOLERATION = [{"key": "mig", "operator": "Exists"}]
+
+
+@pytest.mark.parametrize(("deployed", "wanted", "charts", "restarts"), [
+    # A first install restarts nothing, whatever it sets (the maintenance toleration at install time).
+    (None, {"daemonsets": {"tolerations": TOLERATION}}, ("", "gpu-operator-v26.7.0"), []),
+    # The same values and chart: nothing.
+    ({"mig": {"strategy": "mixed"}}, {"mig": {"strategy": "mixed"}}, ("c-1", "c-1"), []),
+    # The MIG strategy or the MIG manager's settings do not reach the driver's pod template.
+    ({"mig": {"strategy": "mixed"}}, {"mig": {"strategy": "single"}, "migManager": {"env": []}}, ("c-1", "c-1"), []),
+    # Nor does the upgrade policy itself.
+    ({}, {"driver": {"upgradePolicy": {"maxParallelUpgrades": 4}}}, ("c-1", "c-1"), []),
+    # A toleration, a driver setting, a chart version: every GPU node's driver restarts.
+    ({}, {"daemonsets": {"tolerations": TOLERATION}}, ("c-1", "c-1"), ["daemonsets.tolerations"]),
+    ({"driver": {"version": "570"}}, {"driver": {"version": "580"}}, ("c-1", "c-1"), ["driver.version"]),
+    ({}, {}, ("c-1", "c-2"), ["the chart changes from c-1 to c-2"]),
+    # Unless the operator does not manage the driver, or does not upgrade it by itself.
+    ({"driver": {"enabled": False}}, {"driver": {"enabled": False}, "daemonsets": {"tolerations": TOLERATION}},
+     ("c-1", "c-2"), []),
+    ({"driver": {"upgradePolicy": {"autoUpgrade": False}}},
+     {"driver": {"upgradePolicy": {"autoUpgrade": False}}, "daemonsets": {"tolerations": TOLERATION}},
+     ("c-1", "c-1"), []),
+])
+def test_which_operator_changes_restart_the_driver_everywhere(deployed, wanted, charts, restarts):
+    reasons = driver_upgrade.restart_reasons(deployed, wanted, *charts)
+    assert [r.split(" changes")[0] for r in reasons] == [r.split(" changes")[0] for r in restarts]
+    if reasons:
+        assert "every GPU node" in driver_upgrade.restart_sentence(reasons)
