@@ -61,6 +61,11 @@ except ImportError as exc:  # reported when the plugin is used
     IMPORT_ERROR = exc
 
 
+# A GPU node is no SSH target: the rollout's tasks for it run on the control host, with the controller's Python
+# (where the action plugins run the modules in-process).
+CONNECTION_VARIABLES = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+
+
 class InventoryModule(BaseInventoryPlugin):
     NAME = "nvidia_mig.rollout.gpu_nodes"
 
@@ -89,7 +94,7 @@ class InventoryModule(BaseInventoryPlugin):
         for host in hosts:
             name = host["name"]
             self.inventory.add_host(name, group=group)
-            for key, value in host["vars"].items():
+            for key, value in {**CONNECTION_VARIABLES, **host["vars"]}.items():
                 self.inventory.set_variable(name, key, value)
             for extra in host["groups"]:
                 self.inventory.add_group(group_name(extra))

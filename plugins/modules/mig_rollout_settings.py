@@ -84,7 +84,10 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    return value.ansible() if isinstance(value, settings.CountOrPercent) else value
+    if isinstance(value, settings.CountOrPercent):
+        # As a play's `serial` takes it: a whole number, or the text "N%".
+        return str(value) if value.percent else value.value
+    return value
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The GPU nodes of a cluster as Ansible hosts (used by the ``gpu_nodes`` inventory plugin)."""
+"""The GPU nodes of a cluster as inventory hosts: groups and facts per node (the ``gpu_nodes`` inventory plugin adds
+how to connect)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,6 @@ def gpu_hosts(api: KubeClient, pool_label: str, mig_capable_only: bool) -> list[
             "name": node["metadata"]["name"],
             "groups": groups,
             "vars": {
-                "ansible_connection": "local",
-                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                 "gpu_model": model.key if model else "",
                 "gpu_product": product,
                 "gpu_count": int(count) if count and count.isdigit() else None,

@@ -44,9 +44,6 @@ class CountOrPercent:
             return self.value
         return max(1, total * self.value // 100)
 
-    def ansible(self) -> int | str:
-        return f"{self.value}%" if self.percent else self.value
-
     def __str__(self) -> str:
         return f"{self.value}%" if self.percent else str(self.value)
 

@@ -28,7 +28,7 @@ from migrollout.timestamps import time_text
 from simcluster.sim import hardware, names
 from simcluster.sim.gpus import GpuModel
 from simcluster.sim.hardware import Gpu
-from simcluster.sim.mig_configs import pod_env
+from simcluster.sim.pod_env import pod_env
 from simcluster.sim.view import Clock, NodeView, Wake, Writer, start_delay_left
 
 STRATEGIES = ("none", "single", "mixed")

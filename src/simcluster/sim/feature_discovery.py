@@ -30,7 +30,7 @@ from collections.abc import Callable
 from simcluster.sim import hardware, names
 from simcluster.sim.gpus import GpuModel
 from simcluster.sim.hardware import Gpu, MigDevice
-from simcluster.sim.mig_configs import pod_env
+from simcluster.sim.pod_env import pod_env
 from simcluster.sim.view import Clock, NodeView, Wake, Writer, start_delay_left
 
 # The simulated node's driver stack and machine (what NVML and /sys/class/dmi/id/product_name would say).

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from simcluster.sim.gpus import GpuModel
+from simcluster.sim.pod_env import env_value
 
 log = logging.getLogger("simcluster.mig-manager")
 
@@ -48,32 +49,6 @@ def version_of(tag: str) -> tuple[int, int, int] | None:
         return None
     major, minor, patch = match.groups()
     return int(major), int(minor), int(patch or 0)
-
-
-def env_value(pod: dict[str, Any], container: dict[str, Any], name: str) -> str | None:
-    """An environment variable of the container as the kubelet sets it (value, or the pod fields the MIG
-    manager's DaemonSet refers to)."""
-    for item in container.get("env") or []:
-        if item.get("name") != name:
-            continue
-        if "value" in item:
-            return str(item["value"])
-        path = (item.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
-        meta, spec = pod.get("metadata", {}), pod.get("spec", {})
-        fields = {"metadata.namespace": meta.get("namespace"), "metadata.name": meta.get("name"),
-                  "spec.nodeName": spec.get("nodeName")}
-        value = fields.get(path or "")
-        return str(value) if value is not None else ""
-    return None
-
-
-def pod_env(pod: dict[str, Any], name: str) -> str | None:
-    """The variable in the pod's first container that sets it."""
-    for container in pod.get("spec", {}).get("containers") or []:
-        value = env_value(pod, container, name)
-        if value is not None:
-            return value
-    return None
 
 
 @dataclass(frozen=True)

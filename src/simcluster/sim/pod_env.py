@@ -119,3 +119,29 @@ def container_env(api: KubeClient, pod: dict[str, Any], container: dict[str, Any
                 raise ConfigError(what)
             result[name] = data[ref["key"]]
     return result
+
+
+def env_value(pod: dict[str, Any], container: dict[str, Any], name: str) -> str | None:
+    """An environment variable of the container from its own ``env`` alone (a literal value, or a pod field
+    by the kubelet's rules; "" for a field this simulator does not know), without the API; None when the
+    container does not set it. What a simulated node agent reads off its own pod."""
+    for item in container.get("env") or []:
+        if item.get("name") != name:
+            continue
+        if "value" in item:
+            return str(item["value"])
+        path = (item.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        try:
+            return field_value(pod, path or "")
+        except ConfigError:
+            return ""
+    return None
+
+
+def pod_env(pod: dict[str, Any], name: str) -> str | None:
+    """The variable in the pod's first container that sets it."""
+    for container in pod.get("spec", {}).get("containers") or []:
+        value = env_value(pod, container, name)
+        if value is not None:
+            return value
+    return None

@@ -8,7 +8,8 @@ import pytest
 
 from simcluster import upstream
 from simcluster.sim import gpus
-from simcluster.sim.mig_configs import GENERATES_CONFIG, MigManagerPod, generated_config, pod_env
+from simcluster.sim.mig_configs import GENERATES_CONFIG, MigManagerPod, generated_config
+from simcluster.sim.pod_env import pod_env
 
 
 def manager_pod(image: str, env: dict[str, str], mounts: list[dict[str, Any]],
