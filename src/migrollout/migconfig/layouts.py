@@ -120,7 +120,7 @@ def canonical_layout(layout: GpuLayout, model: GpuModel) -> GpuLayout:
 
 
 @dataclass(frozen=True)
-class Step:
+class WalkStep:
     """One step of mig-parted's walk: entry ``entry`` of the config applied to GPU ``index``."""
 
     entry: int
@@ -128,7 +128,7 @@ class Step:
 
 
 def walk(config: MigPartedConfig, name: str, device_ids: Sequence[int],
-         subsystem_ids: Sequence[int | None] | None = None) -> list[Step]:
+         subsystem_ids: Sequence[int | None] | None = None) -> list[WalkStep]:
     """mig-parted's walk over config ``name`` for GPUs with these PCI ids: each entry in order, each GPU
     it selects in index order. A GPU more than one entry selects ends with the last one.
     Raises ``KeyError`` for an unknown config name."""
@@ -137,7 +137,7 @@ def walk(config: MigPartedConfig, name: str, device_ids: Sequence[int],
     for number, entry in enumerate(config.entries(name)):
         for index, device_id in enumerate(device_ids):
             if entry.matches_device(device_id, subsystems[index]) and entry.matches_index(index):
-                steps.append(Step(number, index))
+                steps.append(WalkStep(number, index))
     return steps
 
 

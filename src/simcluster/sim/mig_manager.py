@@ -331,27 +331,30 @@ def succeed(ctx: Context) -> Result:
 
 
 @dataclass(frozen=True)
-class Step:
+class ApplyStage:
+    """One stage of the MIG manager's apply, in the order the real one goes through them: its name (as the
+    simulator logs it) and what it does."""
+
     name: str
     act: Callable[[Context], Result]
 
 
-STEPS: tuple[Step, ...] = (
-    Step("read-labels", read_labels),
-    Step("load-config", load_config),
-    Step("assert-valid-config", assert_valid_config),
-    Step("select-entries", select_entries),
-    Step("assert-applied", assert_applied),
-    Step("assert-mode", assert_mode),
-    Step("set-pending", set_pending),
-    Step("pause-operands", pause_operands),
-    Step("wait-operands", wait_operands),
-    Step("delete-validation-pods", delete_validation_pods),
-    Step("apply-mode", apply_mode),
-    Step("apply-config", apply_config),
-    Step("restart-validator", restart_validator),
-    Step("restore-operands", restore_operands),
-    Step("succeed", succeed),
+STEPS: tuple[ApplyStage, ...] = (
+    ApplyStage("read-labels", read_labels),
+    ApplyStage("load-config", load_config),
+    ApplyStage("assert-valid-config", assert_valid_config),
+    ApplyStage("select-entries", select_entries),
+    ApplyStage("assert-applied", assert_applied),
+    ApplyStage("assert-mode", assert_mode),
+    ApplyStage("set-pending", set_pending),
+    ApplyStage("pause-operands", pause_operands),
+    ApplyStage("wait-operands", wait_operands),
+    ApplyStage("delete-validation-pods", delete_validation_pods),
+    ApplyStage("apply-mode", apply_mode),
+    ApplyStage("apply-config", apply_config),
+    ApplyStage("restart-validator", restart_validator),
+    ApplyStage("restore-operands", restore_operands),
+    ApplyStage("succeed", succeed),
 )
 
 
