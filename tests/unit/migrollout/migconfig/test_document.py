@@ -1,7 +1,7 @@
-"""Parsing mig-parted files exactly as mig-parted does, and resolving them onto a node's GPUs."""
+"""mig-parted files parsed exactly as mig-parted parses them: what it refuses and accepts, profile names and
+device filters per MIG manager release (migconfig.document)."""
 
 import re
-from dataclasses import replace
 
 import pytest
 
@@ -11,45 +11,20 @@ from migrollout.migconfig.document import (
     Dialect,
     MigConfigError,
     check_document,
-    mig_parted_yaml,
-    parse_config,
     parse_config_text,
     parse_configmap,
     profile_format_error,
 )
-from migrollout.migconfig.go_yaml import dump_yaml, go_parse_int, load_yaml
 from migrollout.migconfig.layouts import (
     DISABLED,
-    GpuLayout,
-    apply_layouts,
-    check_custom_configs,
-    describe_layouts,
     fit_problems,
-    layout_problems,
     resolve,
-    walk,
 )
 
 A100_80 = catalogue.find_model("A100-SXM4-80GB")
 A100_40 = catalogue.find_model("A100-SXM4-40GB")
-H100 = catalogue.find_model("H100-SXM5-80GB")
-A30 = catalogue.find_model("A30")
-MIG_MODELS = [m for m in catalogue.MODELS if m.mig_capable]
 LEGACY = Dialect.for_mig_manager("v0.12.2")  # GPU Operator v25.3.2
 SIMULATED = Dialect.for_mig_manager("v0.12.3")  # the GPU Operator module the simulated cluster runs
-
-CONFIG = parse_config({
-    "version": "v1",
-    "mig-configs": {
-        "half": [
-            {"devices": [0, 1, 2, 3], "mig-enabled": True, "mig-devices": {"3g.40gb": 2}},
-            {"devices": [4, 5, 6, 7], "mig-enabled": False},
-        ],
-        "h100-only": [{"device-filter": "0x233010DE", "devices": "all", "mig-enabled": True,
-                       "mig-devices": {"1g.20gb": 4}}],
-        "too-many": [{"devices": "all", "mig-enabled": True, "mig-devices": {"2g.20gb": 4}}],
-    },
-})
 
 
 def entry(**fields):
@@ -101,7 +76,6 @@ REFUSED_BY_MIG_PARTED = [
     ("not YAML", "{{{", "not valid YAML"),
 ]
 
-
 @pytest.mark.parametrize("text, reason", [case[1:] for case in REFUSED_BY_MIG_PARTED],
                          ids=[case[0] for case in REFUSED_BY_MIG_PARTED])
 def test_files_mig_parted_refuses_are_refused_naming_the_entry_and_reason(text, reason):
@@ -110,7 +84,6 @@ def test_files_mig_parted_refuses_are_refused_naming_the_entry_and_reason(text, 
     with pytest.raises(MigConfigError) as raised:
         parse_config_text(text)
     assert reason in str(raised.value)
-
 
 # Files mig-parted loads, some of which the toolkit refused before (it was stricter).
 ACCEPTED_BY_MIG_PARTED = [
@@ -135,13 +108,11 @@ ACCEPTED_BY_MIG_PARTED = [
     ("later documents are ignored", entry(devices="all", mig_enabled="false") + "---\n{{{\n"),
 ]
 
-
 @pytest.mark.parametrize("text", [case[1] for case in ACCEPTED_BY_MIG_PARTED],
                          ids=[case[0] for case in ACCEPTED_BY_MIG_PARTED])
 def test_files_mig_parted_loads_are_accepted(text):
     assert check_document(text) == []
     parse_config_text(text)
-
 
 def test_every_problem_is_reported_not_only_the_first():
     text = ("version: v1\nmig-configs:\n  a: [{devices: all, mig-enabled: true}]\n"
@@ -149,11 +120,9 @@ def test_every_problem_is_reported_not_only_the_first():
     problems = check_document(text)
     assert [problem.split(":")[0] for problem in problems] == ["mig-configs.a[0]", "mig-configs.b[0]"]
 
-
 def test_a_file_without_configs_has_no_names():
     assert parse_config_text("version: v1\n").names() == []
     assert fit_problems(parse_config_text(""), "all-disabled", A100_80, 1) == ["MIG config all-disabled is not defined"]
-
 
 @pytest.mark.parametrize("name, legacy_error, current_error", [
     ("1g.10gb", "", ""),
@@ -179,42 +148,12 @@ def test_profile_name_grammar_per_mig_manager_release(name, legacy_error, curren
     assert (current_error in profile_format_error(name, DEFAULT_DIALECT)) and bool(current_error) == bool(
         profile_format_error(name, DEFAULT_DIALECT))
 
-
 def test_default_configs_of_newer_operators_do_not_load_in_old_mig_managers():
     text = entry(devices="all", mig_enabled="true", mig_devices="{1g.24gb-me: 4}")
     assert check_document(text, SIMULATED) == []
     assert "is not a MIG profile name" in check_document(text, LEGACY)[0]
 
-
-# -- device filters: the Go integer syntax mig-parted reads them with ----------------------------------------
-
-@pytest.mark.parametrize("text, signed, expected", [
-    ("0x20B010DE", True, 0x20B010DE),
-    ("0X20b010de", True, 0x20B010DE),
-    ("548409566", True, 0x20B010DE),  # no 0x: decimal, as Go reads it
-    ("20B010DE", True, None),  # no 0x and not decimal: matches nothing
-    ("0x20B0_10DE", True, 0x20B010DE),
-    ("0x_20B010DE", True, 0x20B010DE),
-    ("0x20B0__10DE", True, None),
-    ("+0x20B010DE", True, 0x20B010DE),
-    ("+0x20B010DE", False, None),  # ParseUint takes no sign
-    ("0x80000000", True, None),  # past int32
-    ("0x80000000", False, 0x80000000),
-    ("-0x1", True, -1),
-    ("017", True, 15),
-    ("0o17", True, 15),
-    ("0b101", True, 5),
-    ("0x", True, None),
-    ("0", True, 0),
-    ("", True, None),
-    ("0x20B010DE:0x145F10DE", True, None),
-])
-def test_filters_are_read_as_go_reads_integers(text, signed, expected):
-    assert go_parse_int(text, signed=signed) == expected
-
-
 FILTERS = "version: v1\nmig-configs:\n  c:\n    - {{device-filter: {filter}, devices: all, mig-enabled: false}}\n"
-
 
 @pytest.mark.parametrize("filter_text, dialect, selected", [
     ('"0x20B010DE"', SIMULATED, True),
@@ -235,7 +174,6 @@ def test_device_filter_edges(filter_text, dialect, selected):
     config = parse_config_text(FILTERS.format(filter=filter_text), dialect)
     assert (resolve(config, "c", A100_40, 1) == [DISABLED]) is selected
 
-
 def test_a_subsystem_qualifier_must_match_exactly():
     config = parse_config_text(FILTERS.format(filter='"0x20B010DE:0x145F10DE"'), DEFAULT_DIALECT)
     assert resolve(config, "c", A100_40, 1, subsystem_id=0x145F10DE) == [DISABLED]
@@ -244,132 +182,12 @@ def test_a_subsystem_qualifier_must_match_exactly():
     legacy = parse_config_text(FILTERS.format(filter='"0x20B010DE:0x145F10DE"'), SIMULATED)
     assert resolve(legacy, "c", A100_40, 1, subsystem_id=0x145F10DE) == [None]
 
-
-def test_walk_visits_entries_in_order_and_the_last_match_stays():
-    config = parse_config_text(
-        "version: v1\nmig-configs:\n  c:\n"
-        "    - {devices: all, mig-enabled: true, mig-devices: {1g.10gb: 7}}\n"
-        "    - {devices: [1], device-filter: '0x20B210DE', mig-enabled: false}\n")
-    steps = walk(config, "c", [A100_80.device_id, A100_80.device_id, H100.device_id])
-    assert [(s.entry, s.index) for s in steps] == [(0, 0), (0, 1), (0, 2), (1, 1)]
-    assert resolve(config, "c", A100_80, 2) == [GpuLayout(True, {"1g.10gb": 7}), DISABLED]
-
-
-def test_resolve_names_profiles_as_nvml_does():
-    config = parse_config_text(entry(devices="all", mig_enabled="true",
-                                     mig_devices="{1c.1g.10gb: 2, 1g.10gb: 1, 7c.7g.80gb: 0}"))
-    assert resolve(config, "custom", A100_80, 1) == [GpuLayout(True, {"1g.10gb": 3})]
-
-
-# -- the YAML layer ---------------------------------------------------------------------------------------
-
-def test_yaml_is_read_with_go_yaml_scalars():
-    assert load_yaml("[y, n, 1e3, 0o17, 09, 1_000, 2001-01-01, '1', 1:30, .5]") == [
-        True, False, 1000.0, 15, 9.0, 1000, "2001-01-01", "1", "1:30", 0.5]
-
-
-def test_written_files_read_back_the_same_in_go_yaml():
-    data = {"version": "v1", "mig-configs": {"y": [{"devices": "all", "mig-enabled": False}],
-                                             "1e3": [{"devices": "all", "mig-enabled": False}]}}
-    assert load_yaml(dump_yaml(data)) == data
-    assert load_yaml(mig_parted_yaml(data["mig-configs"]))["mig-configs"] == data["mig-configs"]
-
-
 def test_configmap_errors_name_the_configmap():
     with pytest.raises(MigConfigError, match=re.escape("ConfigMap custom: mig-configs.a[0]: mig-enabled is true")):
         parse_configmap({"metadata": {"name": "custom"},
                          "data": {"config.yaml": "version: v1\nmig-configs: {a: [{devices: all, mig-enabled: true}]}"}})
     with pytest.raises(MigConfigError, match=re.escape("has no key 'config.yaml'")):
         parse_configmap({"metadata": {"name": "custom"}, "data": {}})
-
-
-# -- layouts ---------------------------------------------------------------------------------------------
-
-def test_entries_select_by_index():
-    layouts = resolve(CONFIG, "half", A100_80, 8)
-    assert layouts[:4] == [GpuLayout(True, {"3g.40gb": 2})] * 4
-    assert layouts[4:] == [DISABLED] * 4
-
-
-def test_gpus_no_entry_selects_stay_untouched():
-    assert resolve(CONFIG, "h100-only", A100_80, 2) == [None, None]
-    assert resolve(CONFIG, "h100-only", H100, 2) == [GpuLayout(True, {"1g.20gb": 4})] * 2
-    current = [GpuLayout(True, {"7g.80gb": 1})] * 2
-    assert apply_layouts(current, resolve(CONFIG, "h100-only", A100_80, 2)) == current
-
-
-def test_fit_problems_name_the_gpus_and_the_rule():
-    assert fit_problems(CONFIG, "half", A100_80, 8) == []
-    assert fit_problems(CONFIG, "too-many", A100_80, 8) == [
-        "all 8 GPUs: 4 x 2g.20gb exceeds the maximum of 3 per A100-SXM4-80GB GPU"]
-    assert fit_problems(CONFIG, "nope", A100_80, 8) == ["MIG config nope is not defined"]
-    assert "profile 3g.40gb does not exist on A30" in fit_problems(CONFIG, "half", A30, 4)[0]
-
-
-@pytest.mark.parametrize("model, devices, fits", [
-    (A100_80, {"4g.40gb": 1, "3g.40gb": 1}, True),
-    (A100_80, {"3g.40gb": 2}, True),
-    (A100_80, {"2g.20gb": 3, "1g.10gb": 1}, True),
-    (A100_80, {"1g.20gb": 3, "1g.10gb": 1}, True),
-    (A100_80, {"1g.10gb+me": 1, "1g.10gb": 6}, True),
-    (A100_80, {"3g.40gb": 1, "2g.20gb": 2}, True),
-    (A100_80, {"1c.3g.40gb": 2}, True),
-    (A100_80, {"3c.7g.80gb": 1}, True),
-    (A100_80, {"4g.40gb": 1, "2g.20gb": 1, "1g.20gb": 1}, True),
-    (A100_80, {"3g.40gb": 2, "1g.10gb": 1}, False),  # all 8 memory slices are taken
-    (A100_80, {"4g.40gb": 2}, False),
-    (A100_80, {"1g.20gb": 4, "1g.10gb": 1}, False),
-    (A100_80, {"5c.7g.80gb": 1}, False),  # no 5-slice compute instance
-    (A100_40, {"1g.10gb": 4}, True),
-    (A100_40, {"2g.10gb": 3, "1g.5gb": 1}, True),
-    (A30, {"2g.12gb": 1, "2g.12gb+me": 1}, True),
-    (A30, {"1g.6gb": 4}, True),
-    (A30, {"4g.24gb": 1, "1g.6gb": 1}, False),
-])
-def test_layouts_fit_by_the_recorded_placements(model, devices, fits):
-    assert (layout_problems(GpuLayout(True, devices), model) == []) is fits
-
-
-def test_a_layout_without_placement_says_so():
-    # Two instances that fit by slice counts but may only start at the same memory slice.
-    first_half = catalogue.MigProfile("2g.40gb", 1, 2, 4, 40192, 28, placements=(0,))
-    other = catalogue.MigProfile("3g.40gb", 1, 3, 4, 40192, 42, placements=(0,))
-    model = replace(A100_80, key="TEST", profiles=(first_half, other))
-    assert layout_problems(GpuLayout(True, {"2g.40gb": 1, "3g.40gb": 1}), model) == [
-        "1x2g.40gb + 1x3g.40gb has no valid placement on a TEST GPU (the instances' possible positions overlap)"]
-    assert layout_problems(GpuLayout(True, {"3g.40gb": 1}), model) == []
-
-
-def test_describe_layouts_groups_gpus():
-    text = describe_layouts([GpuLayout(True, {"1g.10gb": 7})] * 2 + [DISABLED])
-    assert text == "2 GPUs: MIG 7x1g.10gb; 1 GPU: MIG disabled"
-
-
-# -- the role's custom configs ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("configs, problem", [
-    ({"bad": [{"devices": "all", "mig-enabled": True}]}, "mig-configs.bad[0]: mig-enabled is true but mig-devices"),
-    ({"bad": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.10gb": 0}}]}, "every count"),
-    ({"bad": [{"devices": "all", "mig-enabled": True, "mig-devices": {"foo": 1}}]}, "'foo' is not a MIG profile"),
-    ({"bad": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.10gb": 8}}]}, "fits none of the GPU"),
-    ({"bad": [{"device-filter": "0x20B010de", "devices": "all", "mig-enabled": True,
-               "mig-devices": {"1g.10gb": 7}}]}, "7 x 1g.10gb exceeds the maximum of 4 per A100-SXM4-40GB"),
-    ({"bad": [{"device-filter": "20B010DE", "devices": "all", "mig-enabled": False}]},
-     "device-filter 20B010DE matches no GPU in the catalogue"),
-])
-def test_custom_configs_are_refused_with_the_entry_and_reason(configs, problem):
-    _fits, problems = check_custom_configs(configs, [A100_80, A100_40], MIG_MODELS)
-    assert any(problem in found for found in problems), problems
-
-
-def test_custom_configs_report_the_models_they_fit():
-    configs = {"seven": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.10gb": 7}}],
-               "ci": [{"device-filter": ["0x20B210DE"], "devices": "all", "mig-enabled": True,
-                       "mig-devices": {"1c.3g.40gb": 2}}]}
-    fits, problems = check_custom_configs(configs, [A100_80, A100_40], MIG_MODELS)
-    assert problems == []
-    assert fits == {"ci": ["A100-SXM4-80GB"], "seven": ["A100-SXM4-80GB"]}
-
 
 @pytest.mark.parametrize("image, version", [
     ("nvcr.io/nvidia/cloud-native/k8s-mig-manager:v0.12.3-ubuntu20.04", (0, 12, 3)),
