@@ -20,6 +20,7 @@ import copy
 import json
 import os
 import random
+import signal
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -105,6 +106,27 @@ class KubeError(Exception):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+
+# A test hook for the fault suite: freeze this process between a guarded write's fence check and its send, as a
+# control host suspended at that instant would be (only the API server's admission policy can refuse what it
+# sends when it wakes). Inert unless MIGROLLOUT_TEST_FREEZE_BEFORE_SEND names a file that exists: the first
+# guarded write to find it renames it to <file>.frozen, writes its pid there and stops itself (SIGSTOP).
+FREEZE_HOOK_VARIABLE = "MIGROLLOUT_TEST_FREEZE_BEFORE_SEND"
+
+
+def _freeze_before_send() -> None:
+    trigger = os.environ.get(FREEZE_HOOK_VARIABLE)
+    if not trigger:
+        return
+    claimed = trigger + ".frozen"
+    try:
+        os.rename(trigger, claimed)   # atomic: one write of one process freezes, once
+    except OSError:
+        return
+    with open(claimed, "w") as handle:
+        handle.write(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class FenceDeadline(KubeError):
@@ -310,6 +332,8 @@ class KubeClient:
                     deadline = time.monotonic() + left
                     connect, read = min(connect, left), min(read or self.request_timeout, left)
                     attempt_query = {**(query or {}), "timeout": f"{int(left * 1000)}ms"}
+            if guarded:
+                _freeze_before_send()
             try:
                 return self._request_once(method, path, attempt_query, body, content_type, what, read, stream,
                                           connect)

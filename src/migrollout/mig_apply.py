@@ -19,7 +19,7 @@ from migrollout.kube import KubeClient
 from migrollout.migconfig.layouts import fit_problems
 from migrollout.migsetup import MigSetup, discover
 from migrollout.migstate import FollowResult, follow, label_decision, mode_change, reboot_allowed
-from migrollout.rollout import fence
+from migrollout.rollout import fence, fence_policy
 from migrollout.taints import Taint, tolerates
 
 CONFLICT_ATTEMPTS = 10  # the node changed between the read and the write: read it and decide again, this often
@@ -88,6 +88,10 @@ class ConfigApply:
         self.diff = diff
         self.warn: Callable[[str], None] = warn or (lambda _message: None)
         self.guard = fence.NoFence() if check_mode else fence.from_params(rollout_lock)
+        # Writes go through the fence (checked before each attempt, bounded by the lock's freshness) and name the
+        # run for the API server's fence (fence_policy).
+        self.writer = api.fenced(self.guard.write_guard(f"node {name}"))
+        self.holder: str = "" if check_mode else self.rollout_lock.get("holder", "")
 
 
 def apply_config(apply: ConfigApply) -> dict[str, Any]:
@@ -103,6 +107,7 @@ def apply_config(apply: ConfigApply) -> dict[str, Any]:
 
 def _apply_once(apply: ConfigApply) -> dict[str, Any]:
     api, name, config, checked, guard = apply.api, apply.name, apply.config, apply.checked, apply.guard
+    writer = apply.writer
     node = nodes.read(api, name)
     model = nodes.require_mig_node(node)  # before reading the operator's settings: the clearer error first
     setup = discover(api, name, apply.operator_namespace, apply.config_map, need_strategy=False,
@@ -152,11 +157,13 @@ def _apply_once(apply: ConfigApply) -> dict[str, Any]:
     version = node["metadata"]["resourceVersion"]
     if writes:
         # Clear the old state in the same write, so an old "success" is never taken for the new one.
-        patch = {"metadata": {"resourceVersion": version,
-                              "labels": {labels.MIG_CONFIG: config, labels.MIG_CONFIG_STATE: None}}}
-        guard.check(f"node {name}")  # right before the write: this run must still hold the rollout lock
+        patch: dict[str, Any] = {"metadata": {"resourceVersion": version,
+                                              "labels": {labels.MIG_CONFIG: config, labels.MIG_CONFIG_STATE: None}}}
+        if apply.holder:
+            patch["metadata"]["annotations"] = fence_policy.mark(apply.holder)
         try:
-            written = api.patch(kube.node_path(name), patch, what=f"label node {name}")
+            # The writer checks the rollout lock right before the write.
+            written = writer.patch(kube.node_path(name), patch, what=f"label node {name}")
         except kube.KubeError as exc:
             if not exc.conflict:
                 raise
@@ -165,8 +172,13 @@ def _apply_once(apply: ConfigApply) -> dict[str, Any]:
         result["changed"] = True
         if retrigger and manager is not None:
             meta = manager["metadata"]
-            guard.check(f"node {name}")
-            api.delete(kube.pod_path(meta["namespace"], meta["name"]), what=f"restart MIG manager on {name}")
+            # That pod, not a replacement started meanwhile (which applies the new label on its own start).
+            try:
+                writer.delete(kube.pod_path(meta["namespace"], meta["name"]), what=f"restart MIG manager on {name}",
+                              body={"preconditions": {"uid": meta["uid"]}})
+            except kube.KubeError as exc:
+                if not (exc.conflict or exc.not_found):
+                    raise
             result["restarted_mig_manager"] = meta["name"]
     if not apply.wait:
         result["state"] = "" if writes else state
@@ -191,7 +203,7 @@ def _apply_once(apply: ConfigApply) -> dict[str, Any]:
     done = apply_verdict(result, outcome, started, apply.timeout, hints)
     lock = apply.rollout_lock
     if lock.get("events") and done.get("state") == "success":
-        recorder = events.Recorder(api, lock["holder"])
+        recorder = events.Recorder(writer, lock["holder"])
         recorder.emit(name, events.APPLIED, events.applied_note(lock["holder"], config, done.get("duration_s"),
                                                                 done.get("state", "")))
         for warning in recorder.wait():

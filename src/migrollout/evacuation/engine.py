@@ -118,7 +118,8 @@ class Evacuator:
     def __init__(self, api: KubeClient, node: str, options: Options, pod_selector: str | None = None,
                  timeout: float = 600, max_parallel: int = 10, grace_period: int = -1,
                  disable_eviction: bool = False, keeping_off: list[Taint] | None = None,
-                 returning: str = WARN, stop_check: Callable[[], None] | None = None):
+                 returning: str = WARN, stop_check: Callable[[], None] | None = None,
+                 marks: Callable[[], dict[str, str]] | None = None):
         self.api = api
         self.node = node
         self.options = options
@@ -134,6 +135,7 @@ class Evacuator:
         self.keeping_off = keeping_off      # what keeps new pods off the node (None: not judged)
         self.returning = returning          # WARN or REFUSE_RETURNING pods that would come straight back
         self.stop_check = stop_check or (lambda: None)
+        self.marks = marks or dict         # annotations each Eviction carries (the rollout's fence: its run)
         self._fatal: Exception | None = None
         self._stop = threading.Event()  # set when the evacuation ends: retrying workers stop with it
 
@@ -189,7 +191,10 @@ class Evacuator:
         if decision.action == DELETE or self.disable_eviction:
             delete()
             return
-        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace},
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if annotations := self.marks():
+            metadata["annotations"] = annotations
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": metadata,
                 "deleteOptions": self._delete_options(uid)}
         try:
             self.api.create(kube.pod_path(namespace, name) + "/eviction", body, what=f"evict pod {namespace}/{name}",

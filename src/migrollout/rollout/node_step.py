@@ -21,7 +21,7 @@ from migrollout.failures import StepFailed
 from migrollout.kube import KubeClient
 from migrollout.migsetup import discover
 from migrollout.migstate import wait_advertised
-from migrollout.rollout import fence, maintenance, record
+from migrollout.rollout import fence, fence_policy, maintenance, record
 from migrollout.taints import Taint
 from migrollout.verification import Expectation, expect
 
@@ -55,9 +55,13 @@ class NodeStep:
         lock = rollout_lock or {}
         self.slots_file: str | None = lock.get("slots_file")
         self.guard = fence.NoFence() if check_mode else fence.from_params(lock or None)
+        # Every write of the step goes through the fence: checked before each attempt, bounded by what is left of
+        # the lock's freshness (KubeClient.fenced); and names its run, for the API server's fence (fence_policy).
+        self.writer = api.fenced(self.guard.write_guard(f"node {name}"))
+        self.holder: str = "" if check_mode else lock.get("holder", "")
         self.recorder = events.Recorder(None, run, enabled=False)
         if lock.get("events") and not check_mode:
-            self.recorder = events.Recorder(api, run)
+            self.recorder = events.Recorder(self.writer, run)
         self.laps: dict[str, float] = {}
         self._lap_started = time.monotonic()
 
@@ -77,6 +81,10 @@ class NodeStep:
     def check(self) -> None:
         self.guard.check(f"node {self.name}")
 
+    def marks(self) -> dict[str, str]:
+        """The annotation a write names this run with (none outside a rollout)."""
+        return fence_policy.mark(self.holder) if self.holder else {}
+
     def failure(self, phase: str, message: str, result: dict[str, Any] | None = None) -> StepFailed:
         return StepFailed(message, **{**(result or {}), "phase": phase, "steps": self.laps})
 
@@ -87,11 +95,12 @@ class NodeStep:
         def mutate(node: dict[str, Any]) -> dict[str, Any] | None:
             patch, rec = mutate_patch(node)
             written["record"] = rec
-            if patch:
-                self.check()  # right before the write: this run must still hold the lock
+            if patch and self.holder:
+                patch.setdefault("metadata", {}).setdefault("annotations", {}).update(self.marks())
             return patch
 
-        before, after, changed = nodes.update(self.api, self.name, mutate, dry_run=self.check_mode, what=what,
+        # The writer checks the lock right before the write (and any retry).
+        before, after, changed = nodes.update(self.writer, self.name, mutate, dry_run=self.check_mode, what=what,
                                               current=current)
         return before, after, changed, written.get("record")
 
@@ -105,10 +114,10 @@ def _evacuator(step: NodeStep, options: dict[str, Any]) -> Evacuator:
     problem = options_problem(options)
     if problem:
         raise StepFailed(f"node {step.name}: evacuation {problem}")
-    return Evacuator(step.api, step.name, Options.from_params(options), pod_selector=options.get("pod_selector"),
+    return Evacuator(step.writer, step.name, Options.from_params(options), pod_selector=options.get("pod_selector"),
                      timeout=options["timeout"], max_parallel=options["max_parallel"],
                      grace_period=options["grace_period"], disable_eviction=options["disable_eviction"],
-                     returning="refuse", stop_check=step.check)
+                     returning="refuse", stop_check=step.check, marks=step.marks)
 
 
 def begin_maintenance(step: NodeStep, to_config: str, maintenance_taints: list[Taint], cordon: bool,

@@ -35,6 +35,7 @@ class RecordingApi:
         self.patches: list[dict[str, Any]] = []
         self.conflicts = conflicts   # this many patches are answered 409, as if someone wrote the node first
         self.requests_count = 0
+        self.deletes: list[Any] = []    # the DeleteOptions of each DELETE
 
     def _node(self, path: str, what: str) -> dict[str, Any]:
         name = path.rsplit("/", 1)[1]
@@ -66,13 +67,34 @@ class RecordingApi:
         self.requests.append(("LIST", path))
         return copy.deepcopy(self.pods), "1"
 
-    def delete(self, path: str, what: str = "", **query: Any) -> dict[str, Any]:
+    def delete(self, path: str, what: str = "", body: Any = None, **query: Any) -> dict[str, Any]:
         self.requests.append(("DELETE", path))
+        self.deletes.append(body)
         return {}
 
     def create(self, path: str, body: dict[str, Any], what: str = "", **query: Any) -> dict[str, Any]:
         self.requests.append(("POST", path))
         return body
+
+    def fenced(self, guard: Any) -> Any:
+        """As KubeClient.fenced: the same objects, every write preceded by ``guard()`` (None: no guard)."""
+        return self if guard is None else FencedView(self, guard)
+
+
+class FencedView:
+    def __init__(self, api: RecordingApi, guard: Any):
+        self.api, self.guard = api, guard
+        self.get, self.list = api.get, api.list
+
+    def _guarded(self, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.guard()
+            return method(*args, **kwargs)
+        return call
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.api, name)
+        return self._guarded(method) if name in ("patch", "delete", "create") else method
 
 
 @pytest.fixture

@@ -139,7 +139,8 @@ def test_a_guarded_write_carries_the_time_left_as_its_timeouts_and_the_servers()
     assert timeout.connect_timeout == 4.0 and timeout.read_timeout == 4.0
 
 
-def test_a_guarded_write_is_checked_again_before_each_retry_and_not_sent_past_the_deadline():
+def test_a_guarded_write_is_checked_again_before_each_retry_and_not_sent_past_the_deadline(monkeypatch):
+    monkeypatch.setattr(kube.random, "uniform", lambda low, high: 1.0)   # backoff without jitter: 0.2, 0.4, 0.8 s
     pool = RecordingPool(refused())
     guard = Guard(deadline=3.0)
     with pytest.raises(KubeError) as failure:

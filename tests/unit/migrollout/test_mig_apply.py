@@ -22,7 +22,7 @@ def node(config="all-disabled", state="success", taints=None):
 
 
 def manager_pod(tolerations=()):
-    return {"metadata": {"name": "mig-manager-x", "namespace": "gpu-operator"},
+    return {"metadata": {"name": "mig-manager-x", "namespace": "gpu-operator", "uid": "mig-manager-x-uid"},
             "spec": {"nodeName": "gpu-1", "tolerations": list(tolerations)}, "status": {"phase": "Running"}}
 
 
@@ -84,6 +84,8 @@ def test_reapply_restarts_the_mig_manager_after_the_label_write(recording_api):
     assert [method for method, _ in api.requests] == ["GET", "LIST", "PATCH", "DELETE"]
     assert api.requests[-1] == ("DELETE", "/api/v1/namespaces/gpu-operator/pods/mig-manager-x")
     assert result["restarted_mig_manager"] == "mig-manager-x"
+    # That pod only: a replacement started meanwhile is not deleted.
+    assert api.deletes == [{"preconditions": {"uid": "mig-manager-x-uid"}}]
 
 
 def test_reapply_that_would_strand_the_node_is_refused(recording_api):

@@ -2,11 +2,12 @@
 (recording_api: the stand-in client of tests/unit/migrollout/conftest.py)."""
 
 import json
+import os
 
 import pytest
 
 from migrollout.failures import StepFailed
-from migrollout.rollout import record, slots
+from migrollout.rollout import fence, fence_policy, record, slots
 from migrollout.rollout.fence import LockLost
 from migrollout.rollout.node_step import (
     NodeStep,
@@ -85,6 +86,30 @@ def test_the_fence_is_checked_right_before_the_write(recording_api, tmp_path):
     with pytest.raises(LockLost):
         begin_maintenance(NodeStep(api, "gpu-1", RUN, lock), "all-1g.10gb", MAINTENANCE, cordon=False)
     assert api.requests == [("GET", NODE_PATH)]          # read, never written
+
+
+def held_lock(tmp_path, holder=RUN):
+    """A lock this process holds, freshly confirmed (what the renewer records), as a step's rollout_lock."""
+    path = str(tmp_path / "held")
+    fence.write(path, fence.LockState(holder, "gpu-operator", 30, os.getpid(), renewer_pid=os.getpid(),
+                                      confirmed=fence.boottime()))
+    return {"holder": holder, "state_file": path}
+
+
+def test_every_node_write_of_a_rollout_names_its_run_with_a_value_of_its_own(recording_api, tmp_path):
+    api = recording_api([node()])
+    step = NodeStep(api, "gpu-1", RUN, held_lock(tmp_path))
+    begin_maintenance(step, "all-1g.10gb", MAINTENANCE, cordon=False)
+    return_to_service(step)
+    marks = [patch["metadata"]["annotations"][fence_policy.FENCE_ANNOTATION] for patch in api.patches]
+    assert len(marks) == 2 and len(set(marks)) == 2
+    assert all(fence_policy.run_of(mark) == RUN for mark in marks)
+
+
+def test_outside_a_rollout_no_write_names_a_run(recording_api):
+    api = recording_api([node()])
+    begin_maintenance(NodeStep(api, "gpu-1", RUN), "all-1g.10gb", MAINTENANCE, cordon=False)
+    assert fence_policy.FENCE_ANNOTATION not in api.nodes["gpu-1"]["metadata"]["annotations"]
 
 
 def test_return_to_service_removes_what_begin_added(recording_api):

@@ -59,6 +59,9 @@ class ConflictingApi:
     def list(self, path: str, **kwargs: Any) -> tuple[list[dict[str, Any]], str]:
         return [MIG_MANAGER], "1"
 
+    def fenced(self, guard: Any) -> ConflictingApi:
+        return self   # no rollout lock here: the view writes as the client does
+
     def patch(self, path: str, body: Any, **kwargs: Any) -> dict[str, Any]:
         self.patches += 1
         raise KubeError(409, "Conflict", "the object has been modified", kwargs.get("what", ""))
