@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -48,44 +49,51 @@ CONFIG = "nvidia.com/mig.config"
 STATE = "nvidia.com/mig.config.state"
 MAINTENANCE = {"key": "mig", "value": "maintenance", "effect": "NoSchedule"}
 OPERANDS = ("nvidia-device-plugin-daemonset", "gpu-feature-discovery", "nvidia-mig-manager")
+DRIVER_UPGRADE_STATE = "nvidia.com/gpu-driver-upgrade-state"
+TOOLKIT = "nvidia-mig-rollout"   # the field manager of every write the toolkit makes (migrollout.kube)
 
 
-def _tolerate_maintenance(cluster: Cluster) -> None:
-    """As the gpu_operator role does: the operands tolerate the rollout's mig taint (the ClusterPolicy's
-    daemonsets.tolerations, which the operator puts on every operand DaemonSet)."""
+def install_operator(cluster: Cluster) -> None:
+    """NVIDIA's GPU Operator installed as an admin installs it: playbooks/nvidia-gpu-operator.yml, whose role gives
+    the operands the rollout's maintenance toleration at install time (the ClusterPolicy's daemonsets.tolerations)."""
+    chart = subprocess.run([sys.executable, "-m", "simcluster.cli", "path", "chart"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    result = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/nvidia-gpu-operator.yml",
+                             "-e", f"gpu_operator_chart_path={chart}"], capture_output=True, text=True, cwd=REPO,
+                            env=ansible_env(cluster))
+    assert result.returncode == 0, result.stdout[-3000:]
     policy = cluster.policy()
-    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-                   {"key": "mig", "operator": "Exists"}]
-    cluster.api.patch(f"/apis/nvidia.com/v1/clusterpolicies/{policy['metadata']['name']}",
-                      {"spec": {"daemonsets": {"tolerations": tolerations}}})
     namespace = (policy.get("status") or {}).get("namespace") or "gpu-operator"
+    for name in OPERANDS:
+        ds = cluster.api.get(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}")
+        assert {"key": "mig", "operator": "Exists"} in (ds["spec"]["template"]["spec"].get("tolerations") or []), name
 
-    def rolled_out() -> bool:
-        found = {ds["metadata"]["name"]: ds for ds in cluster.api.list(
-            f"/apis/apps/v1/namespaces/{namespace}/daemonsets")[0]}
-        for name in OPERANDS:
-            ds = found.get(name)
-            if ds is None or {"key": "mig", "operator": "Exists"} not in (
-                    ds["spec"]["template"]["spec"].get("tolerations") or []):
-                return False
-            status = ds.get("status") or {}
-            if status.get("observedGeneration", 0) < ds["metadata"]["generation"] or \
-                    status.get("numberReady", 0) != status.get("desiredNumberScheduled", -1) or \
-                    status.get("updatedNumberScheduled", 0) != status.get("desiredNumberScheduled", -1):
-                return False
-        return True
-    cluster.wait(rolled_out, timeout=180, what="operand DaemonSets tolerating the mig taint, rolled out")
+
+def driver_upgrade_states(cluster: Cluster) -> dict[str, str]:
+    """Each GPU node's state in NVIDIA's driver upgrade state machine."""
+    listed, _ = cluster.api.list("/api/v1/nodes", label_selector="nvidia.com/gpu.present=true")
+    return {n["metadata"]["name"]: (n["metadata"].get("labels") or {}).get(DRIVER_UPGRADE_STATE, "") for n in listed}
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    # FAULTS_SIMCLUSTER_DIR: a cluster already up with tests/fleets/faults.yaml (simcluster --state-dir DIR up
-    # --fleet tests/fleets/faults.yaml), kept between runs while working on a test.
+    # FAULTS_SIMCLUSTER_DIR: a cluster already up with tests/fleets/faults.yaml and the operator installed by the
+    # playbook (simcluster --state-dir DIR up --fleet tests/fleets/faults.yaml --without-operator, then
+    # playbooks/nvidia-gpu-operator.yml), kept between runs while working on a test.
     reuse = os.environ.get("FAULTS_SIMCLUSTER_DIR")
     sim = Cluster.attach(Path(reuse)) if reuse else Cluster.start(
-        tmp_path_factory.mktemp("simcluster") / "faults", integration.FLEETS / "faults.yaml")
+        tmp_path_factory.mktemp("simcluster") / "faults", integration.FLEETS / "faults.yaml", operator="real",
+        install_operator=False)
     try:
-        _tolerate_maintenance(sim)
+        if not reuse:
+            install_operator(sim)
+            # The toleration set at install time restarts no driver: every driver is current (its upgrade done, or
+            # never needed) and no node is cordoned, a while after the operator settled.
+            time.sleep(5)
+            states = driver_upgrade_states(sim)
+            assert set(states.values()) <= {"", "upgrade-done"}, states
+            cordoned = [n["metadata"]["name"] for n in sim.api.list("/api/v1/nodes")[0] if n["spec"].get("unschedulable")]
+            assert not cordoned, cordoned
         yield sim
     finally:
         if not reuse:
@@ -201,15 +209,36 @@ def settled(cluster: Cluster, node: str, config: str) -> bool:
             and not found["spec"].get("unschedulable") and RECORD not in (found["metadata"].get("annotations") or {}))
 
 
+def wait_settled(cluster: Cluster, node: str, config: str, timeout: float = 30) -> bool:
+    """``settled``, allowing the controller-manager time to drop its node.kubernetes.io/unschedulable taint after
+    an uncordon (its node lifecycle controller lags the write)."""
+    return bool(cluster.wait(lambda: settled(cluster, node, config), timeout=timeout,
+                             what=f"node {node} at {config}, out of maintenance"))
+
+
 def inject_fault(cluster: Cluster, node: str, fault: str, value: str | None = "true") -> None:
     """A simcluster fault, as a node annotation (docs/simcluster.md)."""
     cluster.annotate(node, {f"simcluster.dev/fault-{fault}": value})
 
 
+def managers(node: dict[str, Any]) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """The node's managedFields entries: (manager, operation, subresource) -> (time, fields)."""
+    return {(entry.get("manager", ""), entry.get("operation", ""), entry.get("subresource", "")):
+            (entry.get("time", ""), json.dumps(entry.get("fieldsV1"), sort_keys=True))
+            for entry in node["metadata"].get("managedFields") or []}
+
+
+def writers(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """Who wrote the node between these two versions: the managers whose managedFields entry is new or changed
+    (the API server updates an entry's time and fields on each write of its manager that changes the object)."""
+    old, new = managers(before), managers(after)
+    return {key[0] for key, value in new.items() if old.get(key) != value}
+
+
 @contextlib.contextmanager
 def node_changes(cluster: Cluster, *names: str) -> Iterator[dict[str, list[dict[str, Any]]]]:
     """Every change of what a rollout writes on these nodes (taints, cordon, the MIG config label, the rollout
-    record) while the block runs, in order, by node."""
+    record) while the block runs, in order, by node; each says who wrote it (``by``: the field managers)."""
     changes: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with contextlib.ExitStack() as stack:
         watches = {name: stack.enter_context(cluster.watch_node(name)) for name in names}
@@ -217,14 +246,20 @@ def node_changes(cluster: Cluster, *names: str) -> Iterator[dict[str, list[dict[
         yield changes
         time.sleep(0.5)
     for name, watch in watches.items():
-        previous = None
+        previous, previous_node = None, None
         for _, node in watch.events[max(0, started[name] - 1):]:
             view = {"taints": node["spec"].get("taints") or [], "unschedulable": bool(node["spec"].get("unschedulable")),
                     "config": (node["metadata"].get("labels") or {}).get(CONFIG),
                     "record": (node["metadata"].get("annotations") or {}).get(RECORD)}
             if previous is not None and view != previous:
-                changes[name].append(view)
-            previous = view
+                changes[name].append({**view, "by": sorted(writers(previous_node, node))})
+            previous, previous_node = view, node
+
+
+def toolkit_changes(changes: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The changes the toolkit wrote (its field manager among the writers); the kubelet's, the controller-manager's
+    and NVIDIA's operator's writes to the same fields are theirs."""
+    return {name: found for name, entries in changes.items() if (found := [c for c in entries if TOOLKIT in c["by"]])}
 
 
 # -- processes --------------------------------------------------------------------------------------------------
