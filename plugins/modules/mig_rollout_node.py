@@ -232,6 +232,12 @@ capacity_refused:
   description: The node was left untouched because GPU pods on it have nowhere to go (RV(room)).
   returned: O(step=begin)
   type: bool
+driver_upgrade_refused:
+  description: The node was left untouched because NVIDIA's driver upgrade is under way on it
+    (C(nvidia.com/gpu-driver-upgrade-state)); with O(capacity.policy=wait) the step waits for the upgrade to end
+    instead, up to O(capacity.timeout). A node resumed from its own rollout record is not held back.
+  returned: O(step=begin)
+  type: bool
 moved:
   description: How many GPU pods the evacuation moved off the node.
   returned: O(step=begin)

@@ -122,6 +122,11 @@ def skipped_note(run: str, stuck: list[str]) -> str:
             f"nowhere to go: {'; '.join(stuck)}")
 
 
+def driver_upgrade_note(run: str, state: str) -> str:
+    return (f"run {run}: not reconfigured, the node was not touched: NVIDIA's driver upgrade is under way on it "
+            f"({state})")
+
+
 def waiting_note(run: str, stuck: list[str], timeout_s: float) -> str:
     return (f"run {run}: waiting up to {timeout_s:.0f} s for room for {len(stuck)} GPU pod(s): "
             f"{'; '.join(stuck)}")

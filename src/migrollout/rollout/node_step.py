@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from migrollout import capacity, events, nodes, taints, timestamps
+from migrollout import capacity, driver_upgrade, events, nodes, taints, timestamps
 from migrollout.evacuation.engine import Evacuator, options_problem
 from migrollout.evacuation.selection import EVICT, Options, keeping_off
 from migrollout.failures import StepFailed
@@ -24,6 +24,17 @@ from migrollout.migstate import wait_advertised
 from migrollout.rollout import fence, fence_policy, maintenance, record
 from migrollout.taints import Taint
 from migrollout.verification import Expectation, expect
+
+# How often a node whose driver upgrade is under way is looked at again (mig_rollout_capacity_policy: wait).
+DRIVER_UPGRADE_POLL_S = 2.0
+
+
+class DriverUpgradePending(Exception):
+    """The node's driver upgrade is under way: it must not go into maintenance now."""
+
+    def __init__(self, state: str):
+        super().__init__(state)
+        self.state = state
 
 
 def maintenance_taints(name: str, raw: Sequence[dict[str, Any]]) -> list[Taint]:
@@ -125,10 +136,12 @@ def begin_maintenance(step: NodeStep, to_config: str, maintenance_taints: list[T
                       capacity_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Put the node into maintenance for ``to_config`` and evacuate its GPU pods (``evacuation``: the options of
     the evacuation; none: no evacuation). A node whose GPU pods would have nowhere to go is left untouched
-    (``capacity_refused``) unless the capacity policy is ``ignore``."""
+    (``capacity_refused``) unless the capacity policy is ``ignore``; so is a node whose NVIDIA driver upgrade is
+    under way (``driver_upgrade_refused``), unless the policy is ``wait``: then it waits for the upgrade to end
+    (up to the capacity timeout). A node resumed from a record of its own is not held back."""
     name = step.name
-    result: dict[str, Any] = {"changed": False, "name": name, "step": "begin", "capacity_refused": False, "moved": 0,
-                              "steps": step.laps}
+    result: dict[str, Any] = {"changed": False, "name": name, "step": "begin", "capacity_refused": False,
+                              "driver_upgrade_refused": False, "moved": 0, "steps": step.laps}
     if step.slots_file and not step.check_mode:
         try:
             result["slot"] = maintenance.require_slot(step.slots_file, name)
@@ -156,9 +169,30 @@ def begin_maintenance(step: NodeStep, to_config: str, maintenance_taints: list[T
 
     def put_in_maintenance(node: dict[str, Any]) -> Any:
         nodes.require_mig_node(node)
+        if record.read(node) is None and driver_upgrade.under_way([node]):
+            raise DriverUpgradePending(driver_upgrade.state_of(node))
         return record.begin_patch(node, step.run, to_config, maintenance_taints, cordon)
 
-    before, after, changed, rec = step.write(put_in_maintenance, f"begin MIG maintenance of node {name}")
+    policy = (capacity_options or {}).get("policy", "refuse")
+    deadline = time.monotonic() + float((capacity_options or {}).get("timeout", 600))
+    waited_since = time.monotonic()
+    while True:
+        try:
+            before, after, changed, rec = step.write(put_in_maintenance, f"begin MIG maintenance of node {name}")
+            break
+        except DriverUpgradePending as pending:
+            # NVIDIA's driver upgrade controller is about to cordon and drain it (or is at it): not now.
+            if policy != "wait" or time.monotonic() >= deadline:
+                waited = f" after waiting {time.monotonic() - waited_since:.0f} s" if policy == "wait" else ""
+                reason = (f"node {name} was not touched{waited}: NVIDIA's driver upgrade is under way on it "
+                          f"({driver_upgrade.STATE_LABEL}={pending.state})")
+                result.update(driver_upgrade_refused=True, record=None, taints=[], cordoned=False, reason=reason)
+                step.emit(events.SKIPPED, events.driver_upgrade_note(step.run, pending.state))
+                step.lap("maintenance")
+                return result
+            step.check()  # waiting must not outlive the lock
+            time.sleep(DRIVER_UPGRADE_POLL_S)
+    result["driver_upgrade_waited_s"] = round(time.monotonic() - waited_since, 3) if policy == "wait" else 0.0
     step.lap("maintenance")
     result.update(changed=changed, record=vars(rec) if rec is not None else None, taints=nodes.node_taints(after),
                   cordoned=nodes.is_cordoned(after))

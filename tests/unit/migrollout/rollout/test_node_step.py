@@ -7,7 +7,7 @@ import os
 import pytest
 
 from migrollout.failures import StepFailed
-from migrollout.rollout import fence, fence_policy, record, slots
+from migrollout.rollout import fence, fence_policy, node_step, record, slots
 from migrollout.rollout.fence import LockLost
 from migrollout.rollout.node_step import (
     NodeStep,
@@ -146,3 +146,43 @@ def test_the_record_written_is_json_the_annotation_carries(recording_api):
     api = recording_api([node()])
     begin_maintenance(NodeStep(api, "gpu-1", RUN), "all-1g.10gb", MAINTENANCE, cordon=False)
     assert json.loads(api.nodes["gpu-1"]["metadata"]["annotations"][record.ANNOTATION])["run"] == RUN
+
+
+def upgrading(state):
+    found = node()
+    found["metadata"]["labels"]["nvidia.com/gpu-driver-upgrade-state"] = state
+    return found
+
+
+def test_a_node_whose_driver_upgrade_is_under_way_is_not_touched(recording_api):
+    api = recording_api([upgrading("cordon-required")])
+    result = begin_maintenance(NodeStep(api, "gpu-1", RUN), "all-1g.10gb", MAINTENANCE, cordon=False,
+                               capacity_options={"policy": "refuse", "timeout": 600})
+    assert result["driver_upgrade_refused"] is True and result["changed"] is False
+    assert "driver upgrade is under way on it (nvidia.com/gpu-driver-upgrade-state=cordon-required)" in result["reason"]
+    assert [method for method, _ in api.requests] == ["GET"]
+
+
+def test_with_the_wait_policy_the_step_waits_for_the_driver_upgrade_to_end(recording_api, monkeypatch):
+    api = recording_api([upgrading("pod-restart-required")])
+    polls = []
+
+    def upgrade_goes_on(seconds):
+        polls.append(seconds)
+        states = ["validation-required", "uncordon-required", "upgrade-done"]
+        api.nodes["gpu-1"]["metadata"]["labels"]["nvidia.com/gpu-driver-upgrade-state"] = states[len(polls) - 1]
+
+    monkeypatch.setattr(node_step.time, "sleep", upgrade_goes_on)
+    result = begin_maintenance(NodeStep(api, "gpu-1", RUN), "all-1g.10gb", MAINTENANCE, cordon=False,
+                               capacity_options={"policy": "wait", "timeout": 600})
+    assert len(polls) == 3 and result["changed"] is True and not result["driver_upgrade_refused"]
+    assert record.read(api.nodes["gpu-1"]).to_config == "all-1g.10gb"
+
+
+def test_a_node_resumed_from_its_own_record_is_not_held_back_by_a_driver_upgrade(recording_api):
+    begun, _ = record.begin_patch(node(), "run-0", "all-1g.10gb", MAINTENANCE, cordon=False)
+    left = upgrading("cordon-required")
+    left["metadata"]["annotations"] = begun["metadata"]["annotations"]
+    api = recording_api([left])
+    result = begin_maintenance(NodeStep(api, "gpu-1", "run-0"), "all-1g.10gb", MAINTENANCE, cordon=False)
+    assert result["driver_upgrade_refused"] is False
