@@ -15,7 +15,8 @@ from migrollout.kube import Connection, KubeClient, KubeError
 from simcluster import credential
 from simcluster import fleet as fleet_file
 from simcluster.sim import images, netns
-from simcluster.sim.containers import ContainerRuntime, RuntimeConfig
+from simcluster.sim.containers import ContainerRuntime
+from simcluster.sim.pod_sandbox import RuntimeConfig
 from simcluster.sim.simulator import REAL, SIMULATED, Simulator
 
 log = logging.getLogger("simcluster")

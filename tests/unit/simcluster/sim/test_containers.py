@@ -10,16 +10,9 @@ from typing import Any
 import pytest
 
 from simcluster.sim import images
-from simcluster.sim.containers import (
-    Backoff,
-    ContainerRun,
-    PodSandbox,
-    ProbeState,
-    Termination,
-    exit_reason,
-    restarts,
-)
+from simcluster.sim.container_rules import Backoff, ProbeState, exit_reason, restarts
 from simcluster.sim.pod_env import ConfigError, container_env, expand, field_value
+from simcluster.sim.pod_sandbox import ContainerRun, PodSandbox, Termination
 
 
 @pytest.mark.parametrize(("reference", "path"), [
