@@ -48,6 +48,17 @@ options:
       - A reboot and the MIG manager's own waits (up to 5 minutes each) can take long.
     type: int
     default: 1800
+  pending_timeout:
+    description:
+      - Seconds the MIG manager may stay in C(pending) before its pod is restarted, once. NVIDIA's MIG manager
+        (mig-parted up to v0.15.0) leaves a node in C(pending) for good when stopping the GPU clients times out,
+        and acts again only on a change of the label or a new pod; a restarted pod applies the label's config
+        at its start. The restart is deleted with the pod's uid as a precondition, said in a warning, in the
+        node's rollout record (C(recoveries)) and an Event C(MigManagerRestarted). Still C(pending) as long after
+        the restart, the task fails with what to do.
+      - V(0) never restarts it (O(timeout) ends the wait).
+    type: int
+    default: 0
   reapply:
     description:
       - When the label already has O(config), restart the MIG manager so it applies it again (for example after a
@@ -144,6 +155,10 @@ restarted_mig_manager:
   description: The MIG manager pod restarted to re-apply the config (with O(reapply)).
   returned: when restarted
   type: str
+recovered:
+  description: What was done to a MIG manager stuck in C(pending) (O(pending_timeout)).
+  returned: when its pod was restarted
+  type: str
 duration_s:
   description: Seconds from the write to the verdict.
   returned: when waited
@@ -175,6 +190,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "config": {"type": "str", "required": True},
     "wait": {"type": "bool", "default": True},
     "timeout": {"type": "int", "default": 1800},
+    "pending_timeout": {"type": "int", "default": 0},
     "reapply": {"type": "bool", "default": False},
     "checked": {"type": "dict", "options": {
         "gpu_count": {"type": "int", "required": True},
@@ -196,7 +212,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             ctx.api, name, params["config"], wait=params["wait"], timeout=params["timeout"],
             reapply=params["reapply"], checked=params.get("checked"),
             operator_namespace=params.get("operator_namespace"), config_map=params.get("config_map"),
-            rollout_lock=params.get("rollout_lock"), check_mode=ctx.check_mode, diff=ctx.diff, warn=ctx.warn))
+            rollout_lock=params.get("rollout_lock"), pending_timeout=params["pending_timeout"],
+            check_mode=ctx.check_mode, diff=ctx.diff, warn=ctx.warn))
     except StepFailed as exc:
         raise TaskFailed(exc.msg, **exc.result) from None
 

@@ -44,7 +44,8 @@ SUCCEEDED = Kind("MigReconfigurationSucceeded", "Untaint")
 FAILED = Kind("MigReconfigurationFailed", "Reconfigure", WARNING)
 SKIPPED = Kind("MigReconfigurationSkipped", "CheckCapacity", WARNING)
 WAITING = Kind("MigReconfigurationWaitingForCapacity", "CheckCapacity")
-KINDS = (STARTED, EVACUATED, APPLIED, VERIFIED, SUCCEEDED, FAILED, SKIPPED, WAITING)
+RECOVERED = Kind("MigManagerRestarted", "RestartMigManager", WARNING)
+KINDS = (STARTED, EVACUATED, APPLIED, VERIFIED, SUCCEEDED, FAILED, SKIPPED, WAITING, RECOVERED)
 
 
 class Creates(Protocol):
@@ -120,6 +121,10 @@ def failed_note(run: str, step: str, error: str) -> str:
 def skipped_note(run: str, stuck: list[str]) -> str:
     return (f"run {run}: not reconfigured, the node was not touched: {len(stuck)} GPU pod(s) would have "
             f"nowhere to go: {'; '.join(stuck)}")
+
+
+def recovered_note(run: str, text: str) -> str:
+    return f"run {run}: {text}"
 
 
 def driver_upgrade_note(run: str, state: str) -> str:

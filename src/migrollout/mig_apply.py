@@ -19,7 +19,7 @@ from migrollout.kube import KubeClient
 from migrollout.migconfig.layouts import fit_problems
 from migrollout.migsetup import MigSetup, discover
 from migrollout.migstate import FollowResult, follow, label_decision, mode_change, reboot_allowed
-from migrollout.rollout import fence, fence_policy
+from migrollout.rollout import fence, fence_policy, record
 from migrollout.taints import Taint, tolerates
 
 CONFLICT_ATTEMPTS = 10  # the node changed between the read and the write: read it and decide again, this often
@@ -73,8 +73,10 @@ class ConfigApply:
     def __init__(self, api: KubeClient, name: str, config: str, *, wait: bool = True, timeout: float = 1800,
                  reapply: bool = False, checked: dict[str, Any] | None = None, operator_namespace: str | None = None,
                  config_map: str | None = None, rollout_lock: dict[str, Any] | None = None,
-                 check_mode: bool = False, diff: bool = False, warn: Callable[[str], None] | None = None):
+                 pending_timeout: float = 0, check_mode: bool = False, diff: bool = False,
+                 warn: Callable[[str], None] | None = None):
         self.api = api
+        self.pending_timeout = pending_timeout   # seconds in pending before the MIG manager is restarted once
         self.name = name
         self.config = config
         self.wait = wait
@@ -92,6 +94,73 @@ class ConfigApply:
         # run for the API server's fence (fence_policy).
         self.writer = api.fenced(self.guard.write_guard(f"node {name}"))
         self.holder: str = "" if check_mode else self.rollout_lock.get("holder", "")
+
+
+class PendingWatch:
+    """NVIDIA's MIG manager (mig-parted up to v0.15.0, NVIDIA/mig-parted#485) leaves a node in ``pending`` for good
+    when stopping the GPU clients times out, and acts again only on a change of the label or a new pod. After
+    ``pending_timeout`` seconds in pending, restart its pod once, as an admin would (the new pod applies the
+    label's config at its start), saying so in the node's rollout record and an Event; still pending that long
+    after the restart: fail the node with what to do."""
+
+    def __init__(self, apply: ConfigApply, setup: MigSetup, config: str, manager: dict[str, Any] | None):
+        self.apply, self.setup, self.config, self.manager = apply, setup, config, manager
+        self.note = ""
+        self.restarted_at: float | None = None
+
+    def __call__(self, so_far: FollowResult, elapsed: float) -> None:
+        current = so_far.in_state_since()
+        if current is None or current[0] != "pending":
+            return
+        apply, name = self.apply, self.apply.name
+        if self.restarted_at is not None:
+            if elapsed - self.restarted_at >= apply.pending_timeout:
+                raise StepFailed(f"node {name}: its MIG manager is still in state pending for {self.config} "
+                                 f"{elapsed - self.restarted_at:.0f} s after this run restarted it ({self.note}); "
+                                 f"look at its log (kubectl -n {self.setup.namespace} logs -l "
+                                 f"app={labels.APP_MIG_MANAGER} --field-selector spec.nodeName={name}): a GPU client "
+                                 f"it waits for may not stop (gpu.deploy.* labels, DaemonSets of GPU clients), then "
+                                 f"set another config and back, or restart its pod, and run the rollout again")
+            return
+        stuck_for = elapsed - current[1]
+        if stuck_for < apply.pending_timeout:
+            return
+        pod = manager_running(apply.api, self.setup, name) or self.manager
+        if pod is None:
+            return   # nothing to restart: the wait ends with the hint of a missing MIG manager
+        node = nodes.read(apply.api, name)
+        stranded = untolerated_taints(pod, node)
+        if stranded:
+            raise StepFailed(f"node {name}: its MIG manager is stuck in pending for {self.config} ({stuck_for:.0f} s) "
+                             f"and a restarted pod could not be scheduled past taint {', '.join(stranded)}; restart "
+                             f"it once the taint is gone")
+        meta = pod["metadata"]
+        self.note = (f"its MIG manager stayed in state pending for {stuck_for:.0f} s (mig-parted up to v0.15.0 leaves "
+                     f"pending after a failed wait for GPU clients to stop): run {apply.holder or '(none)'} restarted "
+                     f"pod {meta['namespace']}/{meta['name']} once, whose successor applies {self.config} again")
+        if apply.holder:
+            nodes.update(apply.writer, name,
+                         lambda found: _marked(record.recovery_patch(found, apply.holder, self.note)[0], apply.holder),
+                         what=f"record the MIG manager restart on node {name}")
+        try:
+            apply.writer.delete(kube.pod_path(meta["namespace"], meta["name"]), what=f"restart MIG manager on {name}",
+                                body={"preconditions": {"uid": meta["uid"]}})
+        except kube.KubeError as exc:
+            if not (exc.conflict or exc.not_found):
+                raise
+        self.restarted_at = elapsed
+        apply.warn(f"node {name}: {self.note}")
+        if apply.rollout_lock.get("events"):
+            recorder = events.Recorder(apply.writer, apply.holder)
+            recorder.emit(name, events.RECOVERED, events.recovered_note(apply.holder, self.note))
+            for warning in recorder.wait():
+                apply.warn(warning)
+
+
+def _marked(patch: dict[str, Any] | None, holder: str) -> dict[str, Any] | None:
+    if patch is not None:
+        patch["metadata"].setdefault("annotations", {}).update(fence_policy.mark(holder))
+    return patch
 
 
 def apply_config(apply: ConfigApply) -> dict[str, Any]:
@@ -196,7 +265,11 @@ def _apply_once(apply: ConfigApply) -> dict[str, Any]:
                                  f"applied after {MANAGER_LOOK_AFTER_S} s: nothing will apply it. Is "
                                  f"{labels.DEPLOY_MIG_MANAGER}=true on the node?", **result)
 
-    outcome = follow(api, name, config, version, apply.timeout, started, stop_check=stop_check)
+    unstick = PendingWatch(apply, setup, config, manager)
+    outcome = follow(api, name, config, version, apply.timeout, started, stop_check=stop_check,
+                     watchdog=unstick if apply.pending_timeout > 0 else None)
+    if unstick.note:
+        result["recovered"] = unstick.note
     if outcome.final != "success" and manager is None:
         manager = manager_running(api, setup, name)   # for the hints of a failure
     hints = _hints(setup, model, node, current, config, manager, checked)

@@ -71,6 +71,11 @@ class FollowResult:
     final: str                      # success, failed, or "" on timeout
     transitions: list[Transition] = field(default_factory=list)
 
+    def in_state_since(self) -> tuple[str, float] | None:
+        """The MIG manager's current state and the seconds (since following started) it entered it."""
+        marks = [t for t in self.transitions if not t.state.startswith("node-")]
+        return (marks[-1].state, marks[-1].elapsed_s) if marks else None
+
     def state_durations(self, until: float) -> dict[str, float]:
         """Seconds spent in each state, in order of appearance."""
         durations: dict[str, float] = {}
@@ -82,14 +87,22 @@ class FollowResult:
 
 
 def follow(api: KubeClient, name: str, config: str, since_version: str, timeout: float,
-           started: float | None = None, stop_check: Callable[[], None] | None = None) -> FollowResult:
+           started: float | None = None, stop_check: Callable[[], None] | None = None,
+           watchdog: Callable[[FollowResult, float], None] | None = None) -> FollowResult:
     """Watch node ``name`` from ``since_version`` until the MIG manager reports a final state
     for ``config`` (the label must still be ``config``), or ``timeout`` seconds pass. ``stop_check`` (the
-    rollout's fence) runs on every change and at least every STOP_CHECK_EVERY_S seconds; it raises to stop."""
+    rollout's fence) runs on every change and at least every STOP_CHECK_EVERY_S seconds; it raises to stop.
+    ``watchdog(result so far, seconds since started)`` runs as often, to act on a state that lasts too long."""
     started = time.monotonic() if started is None else started
-    check = stop_check or (lambda: None)
-    deadline = started + timeout
     result = FollowResult(node={}, final="")
+
+    def check() -> None:
+        if stop_check is not None:
+            stop_check()
+        if watchdog is not None:
+            watchdog(result, time.monotonic() - started)
+
+    deadline = started + timeout
     last_state: str | None = None
     last_ready: bool | None = None
     version = since_version
@@ -99,7 +112,8 @@ def follow(api: KubeClient, name: str, config: str, since_version: str, timeout:
         try:
             for kind, node in api.watch("/api/v1/nodes", resource_version=version, what=f"watch node {name}",
                                         field_selector=f"metadata.name={name}",
-                                        timeout_seconds=min(remaining, STOP_CHECK_EVERY_S if stop_check else 300)):
+                                        timeout_seconds=min(remaining, STOP_CHECK_EVERY_S
+                                                            if stop_check or watchdog else 300)):
                 check()
                 if kind == "BOOKMARK":
                     version = node.get("metadata", {}).get("resourceVersion", version)

@@ -32,6 +32,7 @@ class Record:
     updated: str = field(default_factory=time_text)
     error: str = ""
     runs: list[str] = field(default_factory=list)  # every run that worked on the node, oldest first
+    recoveries: list[str] = field(default_factory=list)  # what a run did to unstick the node (a MIG manager restart)
 
     def encode(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -118,6 +119,18 @@ def finish_patch(node: dict[str, Any], run: str | None = None) -> tuple[dict[str
     if spec:
         patch["spec"] = spec
     return patch, record
+
+
+def recovery_patch(node: dict[str, Any], run: str, note: str) -> tuple[dict[str, Any] | None, Record | None]:
+    """Add to the record what this run did to recover the node (the record must still name ``run``); no record
+    (a MIG apply outside a rollout): nothing to write."""
+    record = read(node)
+    if record is None:
+        return None, None
+    _ours(node, record, run)
+    record.recoveries = [*record.recoveries, note][-5:]
+    record.updated = time_text()
+    return {"metadata": {"annotations": {ANNOTATION: record.encode()}}}, record
 
 
 def failed_patch(node: dict[str, Any], run: str, step: str, error: str) -> tuple[dict[str, Any] | None, Record | None]:

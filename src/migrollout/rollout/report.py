@@ -62,7 +62,8 @@ def _outcome(node: str, item: dict[str, Any], results: dict[str, dict[str, Any]]
                 for task, result in (("begin", begin), ("label", results.get("label", {}).get(node) or {}),
                                      ("finish", finish))}
     began = step_began({"begin": begin, "label": results.get("label", {}).get(node) or {}, "finish": finish})
-    return {"result": "resumed" if item["action"] == "resume" else "done", "reason": "", "steps": steps,
+    recovered = (results.get("label", {}).get(node) or {}).get("recovered", "")
+    return {"result": "resumed" if item["action"] == "resume" else "done", "reason": recovered, "steps": steps,
             "began": began, "evicted": evicted, "api_requests": requests, **times}
 
 

@@ -282,6 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mig_rollout_evacuation_timeout", _seconds(1)),
     Setting("mig_rollout_evacuation_parallel", integer(1, 100)),
     Setting("mig_rollout_apply_timeout", _seconds(1)),
+    Setting("mig_rollout_pending_timeout", _seconds(0)),
     Setting("mig_rollout_verify_timeout", _seconds(1)),
     Setting("mig_rollout_rollback_on_failure", boolean()),
     Setting("mig_rollout_reapply_failed", boolean()),

@@ -1,13 +1,15 @@
 """Applying a MIG config to a node as orchestration: what it writes, when it refuses, how it retries a conflict,
 and the verdict on a followed apply (recording_api: the stand-in client of tests/unit/migrollout/conftest.py)."""
 
+import os
 import time
 
 import pytest
 
 from migrollout.failures import StepFailed
-from migrollout.mig_apply import CONFLICT_ATTEMPTS, ConfigApply, apply_config, apply_verdict
+from migrollout.mig_apply import CONFLICT_ATTEMPTS, ConfigApply, PendingWatch, apply_config, apply_verdict
 from migrollout.migstate import FollowResult, Transition
+from migrollout.rollout import record
 
 NODE_PATH = "/api/v1/nodes/gpu-1"
 CHECKED = {"gpu_count": 8, "mode_change": ""}
@@ -128,3 +130,62 @@ def test_the_verdict_of_an_apply_that_did_not_succeed(final, states, hints, said
         apply_verdict({"name": "gpu-1", "config": "c"}, outcome(final, states), time.monotonic(), 60, hints)
     assert said in failed.value.msg
     assert failed.value.result["paused_operands"] == []
+
+
+# -- a MIG manager stuck in pending ---------------------------------------------------------------------------
+
+
+def following(state, since_s):
+    return FollowResult({}, "", [Transition(state, "", since_s)])
+
+
+def watch_for_stuck(api, tmp_path, pending_timeout=600):
+    from migrollout.migsetup import MigSetup
+    from migrollout.rollout import fence
+
+    state_file = str(tmp_path / "lock")
+    fence.write(state_file, fence.LockState("run-1", "gpu-operator", 30, os.getpid(), renewer_pid=os.getpid(),
+                                            confirmed=fence.boottime()))
+    apply = ConfigApply(api, "gpu-1", "all-1g.10gb", checked=CHECKED, pending_timeout=pending_timeout,
+                        rollout_lock={"holder": "run-1", "state_file": state_file})
+    setup = MigSetup("gpu-operator", "mixed", "default-mig-parted-config", None, None)
+    return PendingWatch(apply, setup, "all-1g.10gb", manager_pod())
+
+
+def in_maintenance(recording_node):
+    begun, _ = record.begin_patch(recording_node, "run-1", "all-1g.10gb", [], cordon=False)
+    recording_node["metadata"]["annotations"] = begun["metadata"]["annotations"]
+    return recording_node
+
+
+def test_a_manager_pending_less_than_the_timeout_is_left_alone(recording_api, tmp_path):
+    api = recording_api([in_maintenance(node("all-1g.10gb", "pending"))], pods=[manager_pod()])
+    watch = watch_for_stuck(api, tmp_path)
+    watch(following("pending", 10.0), 600.0)
+    watch(following("success", 10.0), 900.0)
+    assert not [r for r in api.requests if r[0] in ("PATCH", "DELETE")] and watch.note == ""
+
+
+def test_a_manager_stuck_in_pending_is_restarted_once_and_the_record_says_so(recording_api, tmp_path):
+    api = recording_api([in_maintenance(node("all-1g.10gb", "pending"))], pods=[manager_pod()])
+    watch = watch_for_stuck(api, tmp_path)
+    watch(following("pending", 5.0), 606.0)
+    assert api.deletes == [{"preconditions": {"uid": "mig-manager-x-uid"}}]
+    kept = record.read(api.nodes["gpu-1"])
+    assert kept.recoveries == [watch.note] and "stayed in state pending for 601 s" in watch.note
+    # Once only: still pending, nothing more is restarted; as long again after the restart, the node fails.
+    watch(following("pending", 5.0), 900.0)
+    assert len(api.deletes) == 1
+    with pytest.raises(StepFailed) as failed:
+        watch(following("pending", 5.0), 1206.0)
+    assert "still in state pending for all-1g.10gb 600 s after this run restarted it" in failed.value.msg
+
+
+def test_a_stuck_manager_whose_replacement_could_not_land_is_not_restarted(recording_api, tmp_path):
+    taint = {"key": "mig", "value": "maintenance", "effect": "NoSchedule"}
+    api = recording_api([in_maintenance(node("all-1g.10gb", "pending", taints=[taint]))], pods=[manager_pod()])
+    watch = watch_for_stuck(api, tmp_path)
+    with pytest.raises(StepFailed) as failed:
+        watch(following("pending", 0.0), 700.0)
+    assert "could not be scheduled past taint mig=maintenance:NoSchedule" in failed.value.msg
+    assert api.deletes == []
