@@ -26,6 +26,9 @@ class NodeFaults:
     reboot_fails: bool = False
     # mig-parted v0.15.0's pod-wait bug: the run returns without a state, leaving pending and paused operands.
     stuck_pending: bool = False
+    # The same, once: the next run gets stuck, and the knob is gone (a GPU client that was slow to stop once);
+    # a later run (a new label value, a restarted MIG manager pod) applies normally.
+    stuck_pending_once: bool = False
 
     @classmethod
     def knobs(cls) -> dict[str, type]:

@@ -218,6 +218,9 @@ def pause_operands(ctx: Context) -> Result:
     ctx.tools.writer.patch_node_labels(ctx.name, pause)
     if ctx.faults.stuck_pending:
         return Finish(None, "timed out waiting for operand pods; state left pending (mig-parted v0.15.0 bug)")
+    if ctx.faults.stuck_pending_once:
+        ctx.tools.writer.patch_node_annotations(ctx.name, {NodeFaults.annotation("stuck_pending_once"): None})
+        return Finish(None, "timed out waiting for operand pods, once; state left pending (mig-parted v0.15.0 bug)")
     return NEXT
 
 

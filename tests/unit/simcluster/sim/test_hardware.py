@@ -108,4 +108,4 @@ def test_one_fault_definition_for_fleet_annotations_and_components():
     assert NodeFaults.from_annotations({"simcluster.dev/fault-apply-delay-s": "soon"}) == NodeFaults()
     assert NodeFaults().merged({"reboot_required": True}).reboot_required
     assert set(NodeFaults.knobs()) == {"apply_delay_s", "apply_fails", "reboot_required", "reboot_fails",
-                                       "stuck_pending"}
+                                       "stuck_pending", "stuck_pending_once"}

@@ -322,6 +322,25 @@ def test_stuck_pending_fault_leaves_operands_paused():
     assert harness.cluster.labels()[names.DEPLOY_PREFIX + "device-plugin"] == names.PAUSED
 
 
+def test_a_manager_stuck_in_pending_wakes_only_for_a_new_value_or_a_new_pod():
+    harness = Harness(operands=False, **{"simcluster.dev/fault-stuck-pending-once": "true"})
+    start(harness, "all-1g.10gb")
+    assert harness.state() == "pending" and not harness.manager.runs
+    # Writing the same value again wakes nothing, as NVIDIA's manager reacts only to a change of the label.
+    harness.set_config("all-1g.10gb")
+    harness.cluster.labels()[names.MIG_CONFIG_STATE] = "pending"
+    harness.run_until_settled()
+    harness.step(5.0)
+    assert harness.state() == "pending" and not harness.manager.runs
+    # A restarted pod applies the label's config at its start; the fault fired once and is gone.
+    manager = harness.cluster.pods[0]
+    manager["metadata"]["uid"] = "uid-restarted"
+    harness.step()
+    harness.run_until_settled()
+    assert harness.state() == "success"
+    assert harness.cluster.labels()[names.DEPLOY_PREFIX + "device-plugin"] == "true"
+
+
 # -- with NVIDIA's own code ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
