@@ -83,6 +83,10 @@ namespace:
   description: Namespace of the Lease.
   returned: always
   type: str
+acquired:
+  description: When the lock was asked for (RFC 3339, microseconds), the run's start.
+  returned: O(state=present), not in check mode
+  type: str
 renewer_pid:
   description: The renewer process.
   returned: state=present, not in check mode
@@ -117,6 +121,7 @@ try:
     from migrollout.kube import Connection
     from migrollout.migsetup import SetupError, read_policy
     from migrollout.rollout import fence, lock
+    from migrollout.timestamps import micro_time_text
 except ImportError:  # run_module reports the missing package
     pass
 
@@ -167,6 +172,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         if held and held.holder and held.holder != holder and held.remaining_s(now) > 0:
             ctx.warn(f"another MIG rollout holds the lock now: {held.holder} ({held.details})")
         return {"changed": True, "holder": holder, "namespace": namespace}
+    asked = micro_time_text()   # the run's start, as the report counts it (what others did to nodes since)
     try:
         _, confirmed = lock.acquire(ctx.api, namespace, holder, params["duration"], params["timeout"],
                                     lock.run_details())
@@ -184,6 +190,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         fence.remove(state_file)
         raise TaskFailed(f"cannot start the process that renews the rollout lock: {exc}") from None
     return {"changed": True, "holder": holder, "namespace": namespace, "renewer_pid": renewer,
+            "acquired": asked,
             "lease": f"{namespace}/{lock.LEASE_NAME}",
             "fence": {"holder": holder, "namespace": namespace, "state_file": state_file}}
 

@@ -53,7 +53,14 @@ options:
   wall_s:
     description: The run's wall time, for the report.
     type: float
+  driver_upgrades_since:
+    description:
+      - When the run started (RFC 3339). The report then says what NVIDIA's driver upgrade controller did to
+        nodes since (its C(GPUDriverUpgrade) Events, in the C(default) namespace), by node; best effort (a
+        warning when they cannot be read). Not in check mode.
+    type: str
 extends_documentation_fragment:
+  - nvidia_mig.rollout.kube_connection
   - nvidia_mig.rollout.rollout_lock.fence
 attributes:
   check_mode:
@@ -77,6 +84,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+driver_upgrades:
+  description: What NVIDIA's driver upgrade controller did during the run, by node (its Events' messages, oldest
+    first); also in the JSON report and the table.
+  returned: with O(driver_upgrades_since), not in check mode
+  type: dict
+  sample: {a100-1: ["Scheduling drain of the node", "Successfully drained the node"]}
 table:
   description: The report as lines of text.
   returned: always
@@ -118,6 +131,7 @@ from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task impor
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.option_specs import FENCE_OPTIONS
 
 try:
+    from migrollout import driver_upgrade, kube
     from migrollout.rollout import fence, timeline
     from migrollout.rollout.report import entries, summary, table
     from migrollout.rollout.schedule import Schedule
@@ -132,6 +146,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "report_dir": {"type": "path"},
     "wall_s": {"type": "float"},
     "schedule": {"type": "dict", "default": {}},
+    "driver_upgrades_since": {"type": "str"},
     "rollout_lock": {"type": "dict", "options": FENCE_OPTIONS},
 }
 
@@ -143,9 +158,13 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     state = fence.read(lock["state_file"]) if lock.get("state_file") else None
     lost = state.lost if state is not None and state.holder == lock.get("holder") else ""
     report = {"run": params["run"], "finished": time_text(), "wall_s": params.get("wall_s"),
-              "summary": summary(rows), "nodes": rows, "lock_lost": lost, "schedule": params["schedule"]}
-    result: dict[str, Any] = {"changed": False, "summary": report["summary"], "table": table(rows, lost),
-                              "nodes": rows, "lock_lost": lost}
+              "summary": summary(rows), "nodes": rows, "lock_lost": lost, "schedule": params.get("schedule") or {}}
+    if params.get("driver_upgrades_since") and not ctx.check_mode:
+        report["driver_upgrades"] = _driver_upgrades(ctx, params["driver_upgrades_since"])
+    result: dict[str, Any] = {"changed": False, "summary": report["summary"],
+                              "table": table(rows, lost) + driver_upgrade.report_lines(report.get("driver_upgrades")
+                                                                                       or {}),
+                              "nodes": rows, "lock_lost": lost, "driver_upgrades": report.get("driver_upgrades", {})}
     if not params.get("report_dir"):
         return result
     directory = Path(params["report_dir"])
@@ -167,6 +186,17 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     return result
 
 
+def _driver_upgrades(ctx: TaskContext, since: str) -> dict[str, list[str]]:
+    """NVIDIA's driver upgrade controller's Events on nodes since the run started (best effort)."""
+    try:
+        found, _ = ctx.api.list(kube.namespaced_path("events.k8s.io/v1", "events", driver_upgrade.EVENTS_NAMESPACE),
+                                what="list the driver upgrade controller's Events")
+    except kube.KubeError as exc:
+        ctx.warn(f"what NVIDIA's driver upgrade controller did during the run is not in the report: {exc.one_line()}")
+        return {}
+    return driver_upgrade.during_run(found, since)
+
+
 def planned_picture(run_id: str, plan: list[dict[str, Any]], rows: list[dict[str, Any]],
                     schedule: dict[str, Any]) -> Any:
     """The page of the plan: its schedule simulated with equal node times, the nodes in the plan's order."""
@@ -176,7 +206,7 @@ def planned_picture(run_id: str, plan: list[dict[str, Any]], rows: list[dict[str
     return timeline.from_simulation(run_id, rows, schedule, vars(simulation))
 
 
-SPEC = TaskSpec("mig_rollout_report", ARGUMENT_SPEC, run, connection=False)
+SPEC = TaskSpec("mig_rollout_report", ARGUMENT_SPEC, run)
 
 
 def main() -> None:

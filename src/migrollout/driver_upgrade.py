@@ -22,6 +22,7 @@ from migrollout import timestamps
 STATE_LABEL = "nvidia.com/gpu-driver-upgrade-state"
 SKIP_LABEL = "nvidia.com/gpu-driver-upgrade.skip"
 EVENT_REASON = "GPUDriverUpgrade"
+EVENTS_NAMESPACE = "default"   # where client-go's recorder puts the Events of cluster-scoped objects (Nodes)
 
 DONE = "upgrade-done"
 FAILED = "upgrade-failed"
@@ -167,3 +168,16 @@ def restart_sentence(reasons: list[str], limit: int = 5) -> str:
     return (f"this change restarts the NVIDIA driver on every GPU node: {shown}. NVIDIA's driver upgrade controller "
             f"(driver.upgradePolicy.autoUpgrade) will cordon each node, delete its GPU pods and restart its driver, "
             f"a few nodes at a time, for as long as that takes on the whole fleet")
+
+
+def report_lines(during: Mapping[str, list[str]], limit: int = 10) -> list[str]:
+    """What the driver upgrade controller did during the run, for the report's table (nothing: no line)."""
+    if not during:
+        return []
+    lines = [f"NVIDIA's driver upgrade controller acted on {len(during)} node(s) during the run "
+             f"({EVENT_REASON} Events):"]
+    for node, messages in list(during.items())[:limit]:
+        lines.append(f"  {node}: {len(messages)} event(s), last: {messages[-1]}")
+    if len(during) > limit:
+        lines.append(f"  ... and {len(during) - limit} more node(s)")
+    return lines

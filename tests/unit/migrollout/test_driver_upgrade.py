@@ -85,3 +85,10 @@ def test_which_operator_changes_restart_the_driver_everywhere(deployed, wanted, 
     assert [r.split(" changes")[0] for r in reasons] == [r.split(" changes")[0] for r in restarts]
     if reasons:
         assert "every GPU node" in driver_upgrade.restart_sentence(reasons)
+
+
+def test_the_reports_lines_say_what_the_controller_did_by_node():
+    assert driver_upgrade.report_lines({}) == []
+    lines = driver_upgrade.report_lines({"a": ["Scheduling drain of the node", "Successfully drained the node"]})
+    assert lines == ["NVIDIA's driver upgrade controller acted on 1 node(s) during the run (GPUDriverUpgrade Events):",
+                     "  a: 2 event(s), last: Successfully drained the node"]
