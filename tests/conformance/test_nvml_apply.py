@@ -1,7 +1,7 @@
 """NVIDIA's real nvidia-mig-parted partitions GPUs that do not exist, through the GPU-less NVML.
 
 For every MIG model simcluster knows, a host of two GPUs is created (``simcluster nvml init``) and mig-parted
-v0.10.0 runs inside its view (``python -m simcluster.nvml exec``: the built libnvidia-ml.so.1, a PCI tree,
+v0.10.0 runs inside its view (the host's ``run`` script: the built libnvidia-ml.so.1, a PCI tree,
 the nvidia module listed, the nvidia-smi stand-in). Every config of the operator's default MIG ConfigMap
 whose entries select this model is applied (``apply -f <that file> -c NAME``), then ``export`` and ``assert``
 run. The expected layout is what mig-parted's own selection code says the config means for the GPU
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,8 +39,8 @@ def nvml_library() -> Path:
 
 def on_host(state: Path, mig_parted: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``nvidia-mig-parted ARGS`` inside the host's view of ``state``."""
-    return subprocess.run([sys.executable, "-m", "simcluster.nvml", "exec", "--state", str(state), "--",
-                           str(mig_parted), *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(nvml.run_script(state)), str(mig_parted), *args], capture_output=True, text=True,
+                          timeout=300)
 
 
 def exported_layout(result: subprocess.CompletedProcess[str]) -> list[tuple[bool, dict[str, int]]]:
