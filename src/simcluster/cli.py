@@ -4,7 +4,7 @@
                   [--real-operator | --simulated-operator] [--without-nfd] [--fresh]
     simcluster env | status | down | build | bin-dir | models
     simcluster logs NAMESPACE/POD [-c CONTAINER] [--previous]
-    simcluster path bin-dir|chart|operator|mig-parted|mig-oracle|assets|manifests|nvml
+    simcluster path bin-dir|chart|operator|mig-parted|mig-parted-systemd|mig-oracle|assets|manifests|nvml
     simcluster nvml init|show|reboot|hold|release|exec --state FILE ...   (a GPU host for the GPU-less NVML)
     simcluster hosts up [--fleet FILE] [--slurm] | inventory | down    (bare-metal test hosts over SSH)
 """
@@ -31,6 +31,7 @@ from simcluster.controlplane import (
     port_in_use,
 )
 from simcluster.hosts import cli as hosts_cli
+from simcluster.hosts import deployment as hosts_deployment
 from simcluster.sim import containers, gpus, names, netns
 from simcluster.sim.simulator import REAL, SIMULATED
 
@@ -422,6 +423,7 @@ PATHS = {
     "assets": lambda: upstream.build().assets,
     "manifests": lambda: upstream.build().manifests,
     "nvml": lambda: nvml.build() / nvml.LIBRARY_NAME,
+    "mig-parted-systemd": lambda: hosts_deployment.systemd_dir(),
 }
 
 

@@ -79,3 +79,15 @@ def test_slurm_nodes_with_their_gpus_run_jobs(hosts):
     name = hosts.names("slurm_node")[0]
     hosts.ssh("slurm-controller", f"cd /tmp && srun -w {name} --gres=gpu:1 hostname > /tmp/srun.out")
     assert hosts.ssh("slurm-controller", "cat /tmp/srun.out").stdout.strip() == name
+
+
+def test_each_gpu_host_has_its_gpus_through_the_gpu_less_nvml(hosts):
+    for name in hosts.names():
+        done = hosts.ssh(name, "nvidia-smi --query-gpu=index,name,mig.mode.current --format=csv,noheader; "
+                               "grep -c '^nvidia ' /proc/modules; ls /sys/bus/pci/devices | wc -l; ps -e | grep -c sshd")
+        lines = done.stdout.splitlines()
+        count = hosts.plan[name].gpu_count
+        assert len(lines) == count + 3
+        assert all(line.endswith("Disabled") for line in lines[:count])
+        assert lines[count:count + 2] == ["1", str(count)]
+        assert int(lines[-1]) >= 1

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from simcluster import fleet as fleet_file
+from simcluster import nvml
 from simcluster.hosts import slurm as slurm_files
 
 SUBNET = "169.254.77"
@@ -36,7 +37,11 @@ CONTROLLER = "slurm-controller"
 HUB_ADDRESS = f"{SUBNET}.1"
 CONTROLLER_ADDRESS = f"{SUBNET}.2"
 GPU_STATE_MOUNT = "/var/lib/simcluster-gpu"
-HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+GPU_STATE_FILE = f"{GPU_STATE_MOUNT}/state.json"
+# The GPU "driver" of a host: the GPU-less NVML's library and the nvidia-smi stand-in, bound where NVIDIA's
+# driver container puts them (the dynamic loader finds the library through /etc/ld.so.conf.d).
+DRIVER_DIR = "/usr/local/nvidia"
+HOST_PATH = f"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:{DRIVER_DIR}/bin"
 SSH_READY_TIMEOUT_S = 60.0
 DEFAULT_FLEET = Path(__file__).resolve().parent.parent / "fleets" / "hosts.yaml"
 # Debian enables these units when their packages are installed; a test host starts with none enabled
@@ -145,7 +150,9 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
     (home / ".ssh").mkdir(parents=True, mode=0o700)
     os.chmod(home, 0o700)
     (home / ".ssh" / "authorized_keys").write_text(public_key)
-    environment = {"PATH": HOST_PATH, **extra_env}
+    environment = {"PATH": HOST_PATH, "SIMCLUSTER_NVML_STATE": GPU_STATE_FILE, **extra_env}
+    (etc / "environment").write_text("".join(f"{k}={v}\n" for k, v in environment.items()))
+    (etc / "ld.so.conf.d" / "simcluster-nvml.conf").write_text(f"{DRIVER_DIR}/lib64\n")
     (home / ".ssh" / "environment").write_text("".join(f"{k}={v}\n" for k, v in environment.items()))
     for name in ("authorized_keys", "environment"):
         os.chmod(home / ".ssh" / name, 0o600)
@@ -154,9 +161,38 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
     (root / "boot_id").write_text("\n")
     gpu = root / "gpu"
     gpu.mkdir()
+    binds = [[str(state / "bin" / "systemctl"), "/usr/bin/systemctl"], [str(gpu), GPU_STATE_MOUNT]]
+    # The Python that runs simcluster's stand-ins on the host, when it lives in a directory the host has its own of.
+    python = Path(sys.base_prefix).resolve()
+    for hidden, private in (("/root", "root"), ("/usr/local", "usr-local"), ("/var", "var"), ("/tmp", "tmp")):
+        if python.is_relative_to(hidden):
+            (root / private / python.relative_to(hidden)).mkdir(parents=True, exist_ok=True)
+            binds.insert(0, [str(python), str(python)])
+    on_boot: list[list[str]] = []
+    on_reboot: list[list[str]] = []
+    if host.gpu:
+        view = _gpus(gpu / "state.json", host)
+        for sub in ("bin", "lib64"):
+            (root / "usr-local" / "nvidia" / sub).mkdir(parents=True)
+        binds += [[str(view / "pci-devices"), "/sys/bus/pci/devices"],
+                  [str(view / "bin"), f"{DRIVER_DIR}/bin"], [str(nvml.build()), f"{DRIVER_DIR}/lib64"]]
+        on_boot.append(["ldconfig"])
+        on_reboot.append([sys.executable, "-c", "import sys; from pathlib import Path; from simcluster import nvml; "
+                          "nvml.reboot(Path(sys.argv[1]))", str(gpu / "state.json")])
     return {"name": host.name, "address": host.address, "root": str(root), "gpus": host.gpu_count,
-            "binds": [[str(state / "bin" / "systemctl"), "/usr/bin/systemctl"], [str(gpu), GPU_STATE_MOUNT]],
-            "on_boot": [], "reboot_s": 0}
+            "modules": str(nvml.host_dir(gpu / "state.json") / "modules") if host.gpu else "", "binds": binds, "on_boot": on_boot, "on_reboot": on_reboot, "reboot_s": 0}
+
+
+def _gpus(state_file: Path, host: Host) -> Path:
+    """The host's GPUs: a GPU-less NVML state (MIG disabled) and its view (PCI tree, module list, nvidia-smi).
+    A GPU reset is possible (each PCI function has a ``reset`` file, which NVIDIA's service checks) unless
+    the fleet says the host needs a reboot for a MIG mode change (``reboot_required``: GPU passthrough)."""
+    nvml.init(state_file, host.gpu, host.gpu_count)
+    view = nvml.host_dir(state_file)
+    if not host.faults.get("reboot_required"):
+        for function in (view / "pci-devices").iterdir():
+            (function / "reset").write_text("")
+    return view
 
 
 def _layout_slurm(state: Path, hosts: list[Host]) -> None:
@@ -244,7 +280,7 @@ def up(state: Path, fleet_path: str | None, slurm: bool, extra_env: dict[str, st
         (state / stale).unlink(missing_ok=True)
     (state / "ssh").mkdir(parents=True, exist_ok=True)
     (state / "bin").mkdir(exist_ok=True)
-    shutil.copyfile(Path(__file__).with_name("systemctl.py"), state / "bin" / "systemctl")
+    (state / "bin" / "systemctl").write_text("#!/usr/bin/python3\n" + Path(__file__).with_name("systemctl.py").read_text())
     os.chmod(state / "bin" / "systemctl", 0o755)
     key = state / "ssh" / "id_ed25519"
     if not key.exists():
@@ -322,7 +358,7 @@ def write_inventory(state: Path) -> Path:
         if "slurm_controller" in host.roles:
             groups.setdefault("slurm_controller", {"hosts": {}})["hosts"][host.name] = entry
     inventory = {"all": {
-        "vars": {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3",
+        "vars": {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3", "ansible_pipelining": True,
                  "ansible_ssh_common_args": common.replace("-i " + str(state / "ssh" / "id_ed25519") + " ", ""),
                  "ansible_ssh_private_key_file": str(state / "ssh" / "id_ed25519")},
         "children": groups}}

@@ -37,8 +37,8 @@ def slurm_conf(controller: tuple[str, str], nodes: list[tuple[str, str, int]]) -
         "SlurmdPidFile=/run/slurmd.pid",
         "SlurmctldLogFile=/var/log/slurm/slurmctld.log",
         "SlurmdLogFile=/var/log/slurm/slurmd.log",
-        # No cgroups on the test hosts: processes are tracked by their parents, tasks are not confined.
-        "ProctrackType=proctrack/linuxproc",
+        # No cgroups on the test hosts: job processes are tracked by process group, tasks are not confined.
+        "ProctrackType=proctrack/pgid",
         "TaskPlugin=task/none",
         "JobAcctGatherType=jobacct_gather/none",
         "MpiDefault=none",

@@ -88,18 +88,61 @@ def _mounts(host: dict[str, Any]) -> None:
     # Ansible's reboot module tells a reboot by a new boot id; this host's boots have their own.
     late = [(os.path.join(root, "boot_id"), "/proc/sys/kernel/random/boot_id"),
             *((source, target) for source, target in host.get("binds", []))]
+    modules = Path(host["modules"]).read_text() if host.get("modules") else ""
     # Every source is opened before any bind: the state dir may be under a directory a bind hides (/tmp).
     opened = [(os.open(source, os.O_PATH | os.O_CLOEXEC), target) for source, target in binds + late]
     for fd, target in opened[:len(binds)]:
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
     _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _proc(modules)
     _devices(int(host.get("gpus", 0)))
     for fd, target in opened[len(binds):]:
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
     for fd, _ in opened:
         os.close(fd)
     _check(_libc.sethostname(host["name"].encode(), len(host["name"])), "sethostname")
+
+
+def _proc(modules: str) -> None:
+    """The host's /proc: its own (new PID namespace). When the host has a module list to show (the nvidia
+    module, which mig-parted and NVIDIA's service.sh look for) and this kernel has no /proc/modules (built
+    without loadable modules) to bind it over, /proc is a tmpfs holding that list and links to every entry
+    of a procfs mounted at /proc/.proc; PID entries are linked as processes come and go (:func:`_sync_proc`)."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if not modules:
+        return
+    if os.path.exists("/proc/modules"):
+        Path("/run/.modules").write_text(modules)
+        _mount("/run/.modules", "/proc/modules", None, MS_BIND)
+        return
+    _umount("/proc")
+    _mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0555")
+    os.mkdir("/proc/.proc")
+    _mount("proc", "/proc/.proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    Path("/proc/modules").write_text(modules)
+    _sync_proc()
+
+
+PID_LINKS_AHEAD = 2048
+
+
+def _sync_proc() -> None:
+    """Link /proc's entries to /proc/.proc's: the non-numeric ones, the PIDs that run, and the next PIDs the
+    namespace will hand out (dangling until used), so a process started between two syncs finds itself."""
+    if not os.path.isdir("/proc/.proc"):
+        return
+    present = set(os.listdir("/proc/.proc"))
+    pids = [int(name) for name in present if name.isdigit()]
+    highest = max(pids, default=1)
+    wanted = {name for name in present if not name.isdigit()} | {str(pid) for pid in pids} | {
+        str(pid) for pid in range(highest + 1, highest + PID_LINKS_AHEAD)}
+    linked = {name for name in os.listdir("/proc") if name not in (".proc", "modules")}
+    for name in wanted - linked:
+        with contextlib.suppress(FileExistsError):
+            os.symlink(f"/proc/.proc/{name}", f"/proc/{name}")
+    for name in linked - wanted:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/proc/{name}")
 
 
 def _devices(gpus: int) -> None:
@@ -192,8 +235,9 @@ def host_init(host: dict[str, Any], network_ready: int) -> int:
         print(f"host {host['name']}: cannot boot: {exc}", flush=True)
         return 1
     while True:
-        info = signal.sigtimedwait(signals, 1.0)
+        info = signal.sigtimedwait(signals, 0.5)
         _reap()
+        _sync_proc()
         if info is None or info.si_signo == signal.SIGCHLD:
             continue
         if info.si_signo in (signal.SIGTERM, signal.SIGINT):
@@ -206,6 +250,8 @@ def host_init(host: dict[str, Any], network_ready: int) -> int:
         _umount("/run")
         _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
         time.sleep(float(host.get("reboot_s", 0)))
+        for command in host.get("on_reboot", []):
+            subprocess.run(command, stdout=log, stderr=log, preexec_fn=_unblocked)
         _boot(host, log)
 
 

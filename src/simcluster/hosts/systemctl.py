@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """A STAND-IN for ``systemctl`` on simcluster's test hosts, where no systemd runs as PID 1.
 
 The test hosts are namespaces on one machine (see ``simcluster.hosts.supervisor``); systemd cannot be
@@ -18,8 +17,10 @@ those unit files and runs their processes, for exactly what those callers use:
   ``reboot``/``shutdown`` link): the host's PID 1 is asked to reboot;
 - ``--boot`` (PID 1 at boot): start the units enabled in ``multi-user.target.wants``, ordered by After=.
 
-A unit's output goes to ``/var/log/simcluster-systemd/UNIT.log``; its state to ``/run/simcluster-systemd``
-(gone at reboot, as systemd's). Standard library only: it runs on the host's own ``/usr/bin/python3``.
+A unit's output goes to ``/var/log/simcluster-systemd/UNIT.log``, every start and stop to
+``/var/log/simcluster-systemd/journal`` (a time-stamped line each); its state to ``/run/simcluster-systemd``
+(gone at reboot, as systemd's). Standard library only: it runs on the host's own ``/usr/bin/python3`` (the shebang is added where it is
+installed).
 """
 
 from __future__ import annotations
@@ -172,10 +173,16 @@ class Unit:
 
 def _alive(pid: int) -> bool:
     try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive (its parent has not reaped it yet)
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
-        return False
+        return True
 
 
 def _environment_file(path: str, optional: bool) -> dict[str, str]:
@@ -193,6 +200,16 @@ def _environment_file(path: str, optional: bool) -> dict[str, str]:
             key, _, value = line.partition("=")
             result[key.strip().removeprefix("export ").strip()] = value.strip().strip("\"'")
     return result
+
+
+JOURNAL = os.path.join(LOG_DIR, "journal")
+
+
+def _journal(unit: Unit, event: str) -> None:
+    """One line per start and stop: when (epoch seconds), which unit, what happened (a log the tests read)."""
+    os.makedirs(LOG_DIR, exist_ok=True)
+    with open(JOURNAL, "a") as handle:
+        handle.write(f"{time.time():.3f} {unit.name} {event}\n")
 
 
 def _log_file(unit: Unit):
@@ -235,6 +252,13 @@ def _conditions_met(unit: Unit) -> bool:
 
 
 def start(unit: Unit) -> int:
+    status = _start(unit)
+    if unit.path:
+        _journal(unit, "started" if status == 0 else f"failed({status})")
+    return status
+
+
+def _start(unit: Unit) -> int:
     if not unit.path:
         print(f"Failed to start {unit.name}: Unit {unit.name} not found.", file=sys.stderr)
         return 5
@@ -325,6 +349,8 @@ def stop(unit: Unit) -> int:
                 os.kill(pid, signal.SIGKILL)
     if state:
         unit.save(state="inactive")
+    if pid:
+        _journal(unit, "stopped")
     return 0
 
 

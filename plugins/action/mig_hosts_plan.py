@@ -1,0 +1,4 @@
+# Runs the mig_hosts_plan module in-process on the control host (see plugins/plugin_utils/kube_action.py).
+from ansible_collections.nvidia_mig.rollout.plugins.plugin_utils.kube_action import action_for
+
+ActionModule = action_for("mig_hosts_plan")

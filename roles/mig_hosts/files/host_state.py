@@ -1,0 +1,33 @@
+# Run on a GPU host by the plan (python3 -c): what is installed, the persisted config, whether mig-parted asserts
+# the wanted config, the rollout record. Prints one JSON object. Arguments: binary, config file, wanted config.
+import hashlib, json, os, re, subprocess, sys  # noqa: E401
+
+binary, config, wanted = sys.argv[1:4]
+
+
+def sha256(path):
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+def text(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+override = text("/etc/systemd/system/nvidia-mig-manager.service.d/override.conf")
+persisted = re.findall(r"MIG_PARTED_SELECTED_CONFIG=([^\"\s]+)", override)
+state = {"binary_sha256": sha256(binary), "config_sha256": sha256(config),
+         "service": os.path.exists("/etc/nvidia-mig-manager/service.sh"),
+         "persisted": persisted[-1] if persisted else "", "record": text("/var/lib/mig-rollout/record.json"),
+         "asserted": False}
+if state["binary_sha256"] and state["config_sha256"] and wanted:
+    done = subprocess.run([binary, "assert", "-f", config, "-c", wanted], capture_output=True)
+    state["asserted"] = done.returncode == 0
+print(json.dumps(state))
