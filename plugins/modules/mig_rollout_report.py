@@ -171,7 +171,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     if ctx.check_mode:
         page = directory / f"mig-rollout-{params['run']}-plan.html"
-        timeline.write(page, planned_picture(params["run"], params["plan"], rows, params["schedule"]))
+        timeline.write(page, planned_picture(params["run"], params["plan"], rows, params.get("schedule") or {}))
         result["page"] = str(page)
         return result
     path = directory / f"mig-rollout-{params['run']}.json"

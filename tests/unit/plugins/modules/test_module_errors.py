@@ -152,4 +152,5 @@ def test_mig_rollout_report_says_it_changed_something_when_it_writes(tmp_path):
     checked = execute(module("mig_rollout_report").SPEC,
                       {"run": "r1", "plan": plan, "results": {}, "report_dir": str(tmp_path / "no"), "wall_s": None,
                        "rollout_lock": None}, check_mode=True, diff=False)
-    assert checked["changed"] is False and not (tmp_path / "no").exists()
+    # Check mode writes no report, only the page of the plan's expected timeline.
+    assert checked["changed"] is False and [p.name for p in (tmp_path / "no").iterdir()] == ["mig-rollout-r1-plan.html"]
