@@ -121,18 +121,26 @@ func keyOf(p unsafe.Pointer, kinds ...int) (handleKey, bool) {
 
 // -- state --------------------------------------------------------------------------------------------------------
 
+// statKey identifies one version of the state file: it is replaced whole (rename), never written in place.
+func statKey(path string) ([4]int64, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return [4]int64{}, err
+	}
+	st := info.Sys().(*syscall.Stat_t)
+	return [4]int64{int64(st.Ino), st.Size, st.Mtim.Sec, st.Mtim.Nsec}, nil
+}
+
 // current is the state as the file holds it now (parsed again only when the file changed).
 func current() (*hostState, ret) {
 	if initCount == 0 {
 		return nil, errUninitialized
 	}
-	info, err := os.Stat(statePath)
+	key, err := statKey(statePath)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "simcluster NVML: %v\n", err)
 		return nil, errUnknown
 	}
-	st := info.Sys().(*syscall.Stat_t)
-	key := [4]int64{int64(st.Ino), st.Size, st.Mtim.Sec, st.Mtim.Nsec}
 	if cached != nil && key == cachedKey {
 		return cached, success
 	}
@@ -145,23 +153,32 @@ func current() (*hostState, ret) {
 	return s, success
 }
 
-// mutate applies f to the freshest state under the host's lock and writes the result when f succeeds.
+// mutate applies f to the freshest state under the host's lock and writes the result when f succeeds. The
+// state written stays this process's cached copy, so the next call does not parse the file again.
 func mutate(f func(s *hostState) ret) ret {
 	if initCount == 0 {
 		return errUninitialized
 	}
 	result := success
 	err := withLock(statePath, func() error {
-		s, err := readState(statePath)
-		if err != nil {
-			return err
+		s, r := current()
+		if r != success {
+			return fmt.Errorf("%s cannot be read", statePath)
 		}
 		result = f(s)
 		if result != success {
+			cached = nil // f may have changed it before it gave up
 			return nil
 		}
 		cached = nil
-		return writeState(statePath, s)
+		if err := writeState(statePath, s); err != nil {
+			return err
+		}
+		key, err := statKey(statePath)
+		if err == nil {
+			cached, cachedKey = s, key
+		}
+		return nil
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "simcluster NVML: %v\n", err)

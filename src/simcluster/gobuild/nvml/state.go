@@ -115,7 +115,7 @@ func readState(path string) (*hostState, error) {
 }
 
 func writeState(path string, s *hostState) error {
-	raw, err := json.MarshalIndent(s, "", "  ")
+	raw, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
