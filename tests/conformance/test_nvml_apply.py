@@ -11,7 +11,9 @@ run. The expected layout is what mig-parted's own selection code says the config
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -272,3 +274,38 @@ def test_a_config_of_another_models_profiles_creates_nothing_and_fails_assert(tm
     assert nvml.load(state)["gpus"][0]["mig"]["current"] == 1
     assert nvml.mig_layout(nvml.load(state)) == [{}]
     assert on_host(state, built.mig_parted, "assert", "-f", str(config), "-c", "all-7g.80gb").returncode != 0
+
+
+_CREATE_ONE_GPU_INSTANCE = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+device = ctypes.c_void_p()
+instance = ctypes.c_void_p()
+assert lib.nvmlInit_v2() == 0
+assert lib.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(device)) == 0
+print(lib.nvmlDeviceCreateGpuInstance(device, int(sys.argv[2]), ctypes.byref(instance)))
+assert lib.nvmlShutdown() == 0
+"""
+
+
+def test_concurrent_mutations_from_many_processes_are_all_kept(tmp_path, nvml_library):
+    """Eight processes at once each create one 1-slice GPU instance (NVML profile 0) on the same A100 through
+    the library (loaded by Python's ctypes, a non-Go host): the file lock serialises them, so seven get the
+    seven placements and the eighth NVML_ERROR_INSUFFICIENT_RESOURCES, and the file keeps all seven."""
+    state = tmp_path / "host.json"
+    nvml.init(state, "A100-SXM4-40GB", 1)
+    with nvml.mutating(state) as data:
+        data["gpus"][0]["mig"] = {"current": 1, "pending": 1}
+    env = {**os.environ, nvml.STATE_ENV: str(state)}
+    library = str(nvml_library / nvml.LIBRARY_NAME)
+    processes = [subprocess.Popen([sys.executable, "-c", _CREATE_ONE_GPU_INSTANCE, library, "0"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    answers = []
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        answers.append(int(out.strip()))
+    assert sorted(answers) == [0] * 7 + [23]  # NVML_SUCCESS, NVML_ERROR_INSUFFICIENT_RESOURCES
+    instances = nvml.load(state)["gpus"][0]["gpu_instances"]
+    assert sorted(gi["start"] for gi in instances) == list(range(7))
+    assert len({gi["id"] for gi in instances}) == 7
