@@ -181,7 +181,9 @@ def no_lock_left(cluster: Cluster) -> Iterator[None]:
 # -- reading the API server -----------------------------------------------------------------------------------
 
 def lease(cluster: Cluster) -> dict[str, Any] | None:
-    return cluster.api.get_or_none(LEASE)
+    """The rollout Lease while a run holds it; None when none does (a released Lease is kept, with no holder)."""
+    found = cluster.api.get_or_none(LEASE)
+    return found if found and (found.get("spec") or {}).get("holderIdentity") else None
 
 
 def record(cluster: Cluster, node: str) -> dict[str, Any] | None:

@@ -132,14 +132,18 @@ def acquire(api: KubeClient, namespace: str, holder: str, duration_s: int, wait_
 
 
 def release(api: KubeClient, namespace: str, holder: str) -> bool:
-    """Give the Lease up if ``holder`` still holds it; True when released."""
+    """Give the Lease up if ``holder`` still holds it: clear its holder (and the window's slots), as client-go's
+    leader election releases, keeping the Lease itself (the exact fence's admission policy reads it, and a
+    missing one would let any write through). True when released."""
     path = lease_path(namespace)
     current = api.get_or_none(path, what=f"read Lease {namespace}/{LEASE_NAME}")
     if current is None or state(current).holder != holder:
         return False
     try:
-        api.delete(path, what=f"release Lease {namespace}/{LEASE_NAME}",
-                   body={"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}})
+        api.patch(path, {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
+                                      "annotations": {slots.ANNOTATION: None, HOLDER_ANNOTATION: None}},
+                         "spec": {"holderIdentity": None, "renewTime": None, "acquireTime": None}},
+                  what=f"release Lease {namespace}/{LEASE_NAME}")
     except KubeError as exc:
         if not (exc.not_found or exc.conflict):
             raise

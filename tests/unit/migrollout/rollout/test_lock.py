@@ -30,6 +30,7 @@ class Leases:
         if body["metadata"]["resourceVersion"] != self.lease["metadata"]["resourceVersion"]:
             raise KubeError(409, "Conflict", "changed")
         self.lease["spec"].update(body["spec"])
+        self.lease["metadata"].setdefault("annotations", {}).update(body["metadata"].get("annotations") or {})
         self._bump()
         self.taken_at = lock.time.monotonic()
         return self.lease
@@ -69,3 +70,15 @@ def test_a_released_or_own_lease_is_taken_at_once(clock):
         start = clock["t"]
         lock.acquire(leases, "ns", "me", 10, wait_s=0, details={})
         assert leases.taken_at == start
+
+
+def test_release_clears_the_holder_and_keeps_the_lease(clock):
+    leases = Leases("me", "2026-12-07T10:00:00.000000Z")
+    leases.lease["metadata"]["annotations"] = {lock.HOLDER_ANNOTATION: "{}"}
+    assert lock.release(leases, "ns", "someone-else") is False
+    assert lock.release(leases, "ns", "me") is True
+    assert leases.lease["spec"]["holderIdentity"] is None
+    # The next run takes it at once.
+    start = clock["t"]
+    lock.acquire(leases, "ns", "next", 10, wait_s=0, details={})
+    assert leases.taken_at == start and leases.lease["spec"]["holderIdentity"] == "next"
