@@ -191,6 +191,11 @@ def model_table(name: str) -> dict[str, Any]:
     return table
 
 
+def new_mig_uuid() -> str:
+    """A MIG device UUID in NVML's form (the library makes its own the same way)."""
+    return f"MIG-{uuid.uuid4()}"
+
+
 def pci_bus_id(index: int) -> str:
     """NVML's form of the PCI address of GPU ``index`` on a simulated host."""
     return f"00000000:{0x10 + index:02X}:00.0"

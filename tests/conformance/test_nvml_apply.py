@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simcluster import nvml, upstream
+from simcluster import nvml, nvml_node, upstream
 from simcluster.sim import gpus
+from simcluster.sim import mig_parted as simulated_mig_parted
+from simcluster.sim.hardware import Gpu
 
 GPUS_PER_HOST = 2
 OTHER_ASSERTS = 3  # configs per model after which the assert of another config is checked
@@ -309,3 +311,32 @@ def test_concurrent_mutations_from_many_processes_are_all_kept(tmp_path, nvml_li
     instances = nvml.load(state)["gpus"][0]["gpu_instances"]
     assert sorted(gi["start"] for gi in instances) == list(range(7))
     assert len({gi["id"] for gi in instances}) == 7
+
+
+@pytest.mark.parametrize("model", ["A100-SXM4-40GB", "A30", "H100-SXM5-80GB"])
+def test_the_simulators_apply_satisfies_nvidias_assert(tmp_path, built, nvml_library, default_mig_document, oracle,
+                                                       model):
+    """The simulated cluster's mirrored apply (sim.mig_parted.set_mig_config) judged by NVIDIA's mig-parted:
+    the GPU it leaves for each config, served as a host state (simcluster.nvml_node), passes the real
+    ``assert`` of that config."""
+    document_path = tmp_path / "default.yaml"
+    document_path.write_text(default_mig_document)
+    catalogue_model = gpus.catalogue().get(model)
+
+    def judged(name: str, layout: tuple[bool, dict[str, int]]) -> tuple[str, subprocess.CompletedProcess[str]]:
+        enabled, devices = layout
+        gpu = Gpu()
+        if enabled:
+            gpu, error = simulated_mig_parted.set_mig_config(catalogue_model, Gpu(mig_enabled=True), devices)
+            assert not error, f"{model} {name}: the simulator cannot apply it: {error}"
+        state = tmp_path / f"{name}.json"
+        with nvml.locked(state):
+            nvml.save(state, nvml_node.host_state(model, [gpu]))
+        nvml.prepare_host(state, library=nvml_library)
+        return name, on_host(state, built.mig_parted, "assert", "-f", str(document_path), "-c", name)
+
+    layouts = expected_layouts(oracle, default_mig_document, model)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda item: judged(item[0], item[1][0]), layouts.items()))
+    failed = [(name, result.stderr.strip().splitlines()[-1:]) for name, result in results if result.returncode != 0]
+    assert not failed, f"{model}: NVIDIA's assert fails on the simulator's result: {failed}"
