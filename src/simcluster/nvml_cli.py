@@ -6,6 +6,7 @@
     simcluster nvml hold --state FILE --gpu INDEX [--client TEXT]     (a process holds the GPU: resets fail)
     simcluster nvml release --state FILE [--gpu INDEX]
     simcluster nvml exec --state FILE -- COMMAND [ARGS...]             (COMMAND sees the host: NVML, PCI, nvidia-smi)
+    simcluster [--state-dir DIR] nvml state NODE [--write FILE]        (a simulated node's GPUs as a host state)
 """
 
 from __future__ import annotations
@@ -60,6 +61,38 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return 127  # not reached: exec_on_host replaces this process
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    """The simulated cluster's node NODE: its GPUs (the simulator's node annotations) as a host state, so that
+    NVIDIA's mig-parted can be run against what the simulator holds (the MIG manager does not do so yet)."""
+    from migrollout.kube import Connection, KubeClient, KubeError
+    from simcluster import cli, nvml_node
+    from simcluster.controlplane import ClusterState
+    from simcluster.sim import hardware
+
+    directory = cli.state_dir(args.state_dir)
+    cluster = ClusterState.load(directory)
+    if cluster is None:
+        raise nvml.NvmlError(f"no cluster in {directory}; start one with 'simcluster up'")
+    try:
+        node = KubeClient.connect(Connection(kubeconfig=cluster.kubeconfig), request_timeout=30).get(
+            f"/api/v1/nodes/{args.node}", f"node {args.node}")
+    except KubeError as exc:
+        raise nvml.NvmlError(str(exc)) from None
+    model = hardware.model_key(node)
+    if model is None or hardware.gpu_count(node) == 0:
+        raise nvml.NvmlError(f"node {args.node} has no simulated GPUs")
+    data = nvml_node.host_state(model, hardware.gpus(node))
+    if args.write:
+        target = Path(args.write).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with nvml.locked(target):
+            nvml.save(target, data)
+        nvml.prepare_host(target, data)
+        print(f"simcluster nvml: wrote {target}; run commands on it with {nvml.run_script(target)} COMMAND")
+    print(json.dumps(data, indent=2) if args.json else nvml.describe(data))
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("nvml", help="a GPU host's state for the GPU-less NVML (init, show, reboot, exec)",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,6 +117,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     release.add_argument("--gpu", type=int, help="the GPU index (default: every GPU)")
     run = verb("exec", cmd_exec, "run a command that sees the host: this NVML, its PCI tree and nvidia-smi")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    state = verbs.add_parser("state", help="a node of the simulated cluster (--state-dir) as a host state")
+    state.add_argument("node", help="the node's name")
+    state.add_argument("--write", metavar="FILE", help="also write it as a host state file (and its host view)")
+    state.add_argument("--json", action="store_true", help="print the state file itself")
+    state.set_defaults(func=lambda args: _guarded(cmd_state, args))
 
 
 def _guarded(func, args: argparse.Namespace) -> int:
