@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -38,8 +39,19 @@ class ClusterError(RuntimeError):
     pass
 
 
+# Ports for the cluster's listeners come from below the kernel's ephemeral range (32768 and up on Linux): a port
+# the kernel hands out for a bind to port 0 is one it also hands to outgoing connections, so between this check
+# and the component's own bind a client of another cluster could take it ("address already in use").
+LISTEN_PORTS = (20000, 32767)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port on 127.0.0.1 nothing listens on, picked at random below the ephemeral range."""
+    for _ in range(200):
+        port = random.randint(*LISTEN_PORTS)
+        if not port_in_use(port):
+            return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
