@@ -9,7 +9,7 @@ those unit files and runs their processes, for exactly what those callers use:
   order, waited for, TimeoutStartSec honoured, RemainAfterExit), ``forking`` (PIDFile=) and the others
   (``simple``, ``exec``, ``notify``: the process is the service). Environment=, EnvironmentFile=,
   RuntimeDirectory=, User=/Group=, ConditionPathExists= and drop-ins (``UNIT.d/*.conf``) apply. Stop
-  sends SIGTERM to the service's process group, then SIGKILL after 10 s.
+  sends SIGTERM to the service's process group, then SIGKILL after TimeoutStopSec (90 s by default).
 - ``is-active [-q]``, ``is-enabled``, ``enable|disable [--now]`` (the ``WantedBy=`` links, as systemd makes
   them), ``list-unit-files [--state=S,...] [PATTERN]``, ``show UNIT`` (a few properties), ``status``,
   ``daemon-reload`` (nothing to do: unit files are read at every call);
@@ -43,7 +43,7 @@ UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/syste
              "/usr/lib/systemd/system")
 STATE_DIR = "/run/simcluster-systemd"
 LOG_DIR = "/var/log/simcluster-systemd"
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 90.0  # systemd's DefaultTimeoutStopSec
 BOOT_TARGET = "multi-user.target"
 
 
@@ -341,7 +341,8 @@ def stop(unit: Unit) -> int:
                 os.killpg(group, signal.SIGTERM)
             else:
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        timeout = float(unit.get("Service", "TimeoutStopSec", str(STOP_TIMEOUT_S)).rstrip("s") or STOP_TIMEOUT_S)
+        deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if _alive(pid):

@@ -1,0 +1,109 @@
+"""playbooks/nvidia-mig.yml on the test hosts, judged from the hosts: their GPU state (the GPU-less NVML's state
+files, read by simcluster, not by the playbook), the systemctl journal of each host (when slurmd stopped and
+started: the host's maintenance), Slurm's own node records, files on the hosts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from simcluster import nvml
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "playbooks" / "nvidia-mig.yml"
+CONFIGS = {"a100-80gb": "all-1g.10gb", "h100-80gb": "all-3g.40gb", "a30": "all-1g.6gb"}
+LAYOUTS = {"all-1g.10gb": {"1g.10gb": 7}, "all-3g.40gb": {"3g.40gb": 2}, "all-1g.6gb": {"1g.6gb": 4}}
+
+
+def run_playbook(hosts, *extra: str, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    from simcluster import upstream
+    from simcluster.hosts import deployment
+
+    variables = {"mig_hosts_mig_parted_binary": str(upstream.build().mig_parted),
+                 "mig_hosts_systemd_dir": str(deployment.systemd_dir()),
+                 "mig_hosts_mig_parted_version": upstream.MIG_PARTED_VERSION,
+                 "mig_hosts_report_dir": str(hosts.state / "reports"),
+                 "mig_rollout_max_unavailable": 2}
+    command = ["ansible-playbook", "-i", str(hosts.inventory), str(PLAYBOOK), "-e", json.dumps(variables),
+               *(["--check"] if check else []), *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=hosts.ansible_env(), timeout=timeout,
+                          cwd=REPO)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    found = {}
+    for line in output.splitlines():
+        if " : ok=" in line:
+            name, _, rest = line.partition(":")
+            found[name.strip()] = {k: int(v) for k, v in (item.split("=") for item in rest.split())}
+    return found
+
+
+@pytest.fixture(scope="module")
+def configured(hosts):
+    for pool, config in CONFIGS.items():
+        (hosts.state / "group_vars").mkdir(exist_ok=True)
+        (hosts.state / "group_vars" / f"mig_pool_{pool.replace('-', '_')}.yml").write_text(f"mig_config: {config}\n")
+    return hosts
+
+
+def test_check_mode_plans_and_changes_nothing(configured):
+    hosts = configured
+    before = {name: (hosts.root(name) / "gpu" / "state.json").read_text() for name in hosts.names()}
+    done = run_playbook(hosts, check=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    for name in hosts.names():
+        pool = hosts.plan[name].pool
+        assert f"{name}: change (- -> {CONFIGS[pool]})" in " ".join(done.stdout.split())
+        assert (hosts.root(name) / "gpu" / "state.json").read_text() == before[name]
+        assert not (hosts.root(name) / "etc" / "nvidia-mig-manager").exists()
+        assert not (hosts.root(name) / "usr-local" / "bin" / "nvidia-mig-parted").exists()
+
+
+def test_mixed_fleet_reaches_its_configs_within_the_window(configured):
+    hosts = configured
+    done = run_playbook(hosts)
+    assert done.returncode == 0, done.stdout[-5000:]
+    for name in hosts.names():
+        config = CONFIGS[hosts.plan[name].pool]
+        data = nvml.load(hosts.root(name) / "gpu" / "state.json")
+        assert all(gpu["mig"]["current"] == nvml.MIG_ENABLED for gpu in data["gpus"]), name
+        assert nvml.mig_layout(data) == [LAYOUTS[config]] * len(data["gpus"]), name
+        override = hosts.root(name) / "etc" / "systemd" / "system" / "nvidia-mig-manager.service.d" / "override.conf"
+        assert f"MIG_PARTED_SELECTED_CONFIG={config}" in override.read_text()
+        assert hosts.ssh(name, f"nvidia-mig-parted assert -f /etc/nvidia-mig-manager/config.yaml -c {config}")
+    # The window (2): at no moment were more than 2 hosts between slurmd's stop and start (their journals).
+    spans = []
+    for name in hosts.names():
+        events = [line.split() for line in (hosts.root(name) / "var" / "log" / "simcluster-systemd" / "journal")
+                  .read_text().splitlines() if "slurmd.service" in line]
+        stops = [float(t) for t, _, event in events if event == "stopped"]
+        starts = [float(t) for t, _, event in events if event == "started"]
+        assert stops, f"{name}: slurmd was never stopped"
+        spans.append((stops[-1], max(t for t in starts if t > stops[-1])))
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    busy = peak = 0
+    for _, step in edges:
+        busy += step
+        peak = max(peak, busy)
+    assert 1 <= peak <= 2
+    # Slurm declares the MIG devices and the nodes are back.
+    for name in hosts.names("slurm_node"):
+        record = hosts.ssh("slurm-controller", f"scontrol show node {name} --oneliner").stdout
+        assert "DRAIN" not in record, record
+        assert "_" in record.split("Gres=")[1].split()[0], record
+
+
+def test_a_rerun_changes_nothing(configured):
+    hosts = configured
+    before = {name: (hosts.root(name) / "gpu" / "state.json").read_text() for name in hosts.names()}
+    done = run_playbook(hosts)
+    assert done.returncode == 0, done.stdout[-3000:]
+    for name, counts in recap(done.stdout).items():
+        assert counts["changed"] == 0, (name, done.stdout[-3000:])
+    for name in hosts.names():
+        assert f"{name}: skip" in " ".join(done.stdout.split())
+        assert (hosts.root(name) / "gpu" / "state.json").read_text() == before[name]
