@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, Cluster, NodePool
-from user_venv import build_collection, installed, pip, user_core, user_venv
+from user_venv import build_collection, installed, pip, users_virtualenv
 
 from migrollout.inventory import group_name
 
@@ -34,8 +34,7 @@ def users_ansible(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     collections path it was installed into."""
     work = tmp_path_factory.mktemp("galaxy")
     artifact = build_collection(work / "dist")
-    core, python = user_core()
-    venv = user_venv(python, core, "collection")
+    venv, core = users_virtualenv("collection")
     before = installed(venv)
     # From outside the checkout (whose ansible.cfg finds the checkout itself "already installed"), and forced:
     # ansible-lint keeps a copy in ~/.ansible/collections.

@@ -84,3 +84,14 @@ def user_core() -> tuple[str, str]:
         if python := newest_interpreter(core):
             return core, python
     raise AssertionError(f"no Python on this machine runs any ansible-core of {sorted(COMBINATIONS)}")
+
+
+def users_virtualenv(purpose: str) -> tuple[Path, str]:
+    """The user's virtualenv a test installs into, and its ansible-core: MIGROLLOUT_USER_VENV names one made by hand
+    (to try, say, the lowest kubernetes of the supported range), else the cached one of user_core() for
+    ``purpose``."""
+    if given := os.environ.get("MIGROLLOUT_USER_VENV"):
+        venv = Path(given)
+        return venv, installed(venv)["ansible-core"]
+    core, python = user_core()
+    return user_venv(python, core, purpose), core
