@@ -205,7 +205,8 @@ def new_state(model: str, count: int) -> dict[str, Any]:
     if not 1 <= count <= 16:
         raise NvmlError(f"--count must be between 1 and 16, not {count}")
     return {
-        "version": STATE_VERSION, "driver_version": DRIVER_VERSION, "nvml_version": NVML_VERSION,
+        "version": STATE_VERSION, "faults": {},
+        "driver_version": DRIVER_VERSION, "nvml_version": NVML_VERSION,
         "cuda_driver_version": CUDA_DRIVER_VERSION, "model": model_table(model),
         "gpus": [{"index": index, "uuid": f"GPU-{uuid.uuid4()}", "pci_bus_id": pci_bus_id(index),
                   "mig": {"current": MIG_DISABLED, "pending": MIG_DISABLED}, "clients": [], "gpu_instances": []}
@@ -245,7 +246,8 @@ def _bus_key(text: str) -> tuple[int, ...] | None:
 def reset_gpus(state: Path, targets: list[str]) -> list[str]:
     """A GPU reset of each target: the pending MIG mode takes effect and every GPU instance is gone.
 
-    Refused as a whole (nothing changes) while a process holds one of them. Returns the bus ids reset.
+    Refused as a whole (nothing changes) while a process holds one of them. With the host's fault
+    ``reset_keeps_pending`` the mode change stays pending (only a reboot applies it). Returns the bus ids reset.
     """
     with mutating(state) as data:
         gpus = [_find_gpu(data, target) for target in targets]
@@ -254,8 +256,10 @@ def reset_gpus(state: Path, targets: list[str]) -> list[str]:
             gpu = busy[0]
             raise NvmlError(f"Unable to reset GPU {gpu['pci_bus_id']} because it's being used by some other "
                             f"process ({', '.join(gpu['clients'])})")
+        keeps_pending = bool((data.get("faults") or {}).get("reset_keeps_pending"))
         for gpu in gpus:
-            gpu["mig"]["current"] = gpu["mig"]["pending"]
+            if not keeps_pending:
+                gpu["mig"]["current"] = gpu["mig"]["pending"]
             gpu["gpu_instances"] = []
     return [gpu["pci_bus_id"] for gpu in gpus]
 

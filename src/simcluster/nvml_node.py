@@ -10,10 +10,16 @@ ids, compute placements).
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from simcluster import nvml
 from simcluster.sim import hardware
+from simcluster.sim.mig_parted import Outcome
 
 
 class ConversionError(nvml.NvmlError):
@@ -91,3 +97,66 @@ def node_gpus(data: dict[str, Any]) -> list[hardware.Gpu]:
             instances.append(hardware.GpuInstance(profile["name"], gi["start"], names))
         result.append(hardware.Gpu(mig["current"] == nvml.MIG_ENABLED, pending, tuple(instances)))
     return result
+
+
+# -- NVIDIA's mig-parted on a node's GPUs ------------------------------------------------------------------------------
+
+_LOGRUS_MESSAGE = re.compile(r'level=(?:fatal|error) msg="((?:[^"\\]|\\.)*)"')
+
+
+def _message(stderr: str) -> str:
+    """mig-parted's own last error (logrus prints ``level=fatal msg="..."``), else its last line."""
+    found = _LOGRUS_MESSAGE.findall(stderr)
+    if found:
+        return found[-1].replace('\\"', '"')
+    lines = [line for line in stderr.strip().splitlines() if "IOMMU FD" not in line]
+    return lines[-1] if lines else ""
+
+
+@dataclass
+class RealMigParted:
+    """``nvidia-mig-parted apply --mode-only`` and ``apply`` run for real on a simulated node's GPUs: the
+    node's GPUs are written as a host state in ``workdir`` (one per node, UUIDs kept between calls), the real
+    binary runs in that host's view, and the GPUs are read back. Same results as ``sim.mig_parted``'s mirrored
+    ``apply_mode`` and ``apply`` (an ``Outcome``), so the simulated MIG manager can take either."""
+
+    binary: Path
+    library: Path
+    workdir: Path
+
+    def _run(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
+             config: str, args: list[str], host_faults: dict[str, bool]) -> Outcome:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        state = (self.workdir / f"{node}.json").resolve()
+        uuids = None
+        if state.exists():
+            previous = nvml.load(state)
+            if len(previous["gpus"]) == len(gpus) and previous["model"]["key"] == model:
+                uuids = [gpu["uuid"] for gpu in previous["gpus"]]
+        data = host_state(model, gpus, uuids)
+        data["faults"] = {name: True for name, on in host_faults.items() if on}
+        if gpu_in_use:
+            for gpu in data["gpus"]:
+                gpu["clients"] = [f"a running pod on {node}"]
+        with nvml.locked(state):
+            nvml.save(state, data)
+        script = nvml.run_script(state)
+        if not script.exists() or shlex.quote(str(self.library)) not in script.read_text():
+            nvml.prepare_host(state, data, library=self.library)
+        config_file = self.workdir / f"{node}.config.yaml"
+        config_file.write_text(document)
+        result = subprocess.run([str(script), str(self.binary), *args, "-f", str(config_file), "-c", config],
+                                capture_output=True, text=True, timeout=300)
+        after = node_gpus(nvml.load(state))
+        if result.returncode != 0:
+            return Outcome(after, False, _message(result.stderr))
+        return Outcome(after, True)
+
+    def apply_mode(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
+                   config: str, reset_needs_reboot: bool = False) -> Outcome:
+        return self._run(node, model, gpus, gpu_in_use, document, config, ["apply", "--mode-only"],
+                         {"reset_keeps_pending": reset_needs_reboot})
+
+    def apply(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
+              config: str, create_fails: bool = False) -> Outcome:
+        return self._run(node, model, gpus, gpu_in_use, document, config, ["apply"], {"create_fails": create_fails})

@@ -340,3 +340,81 @@ def test_the_simulators_apply_satisfies_nvidias_assert(tmp_path, built, nvml_lib
         results = list(pool.map(lambda item: judged(item[0], item[1][0]), layouts.items()))
     failed = [(name, result.stderr.strip().splitlines()[-1:]) for name, result in results if result.returncode != 0]
     assert not failed, f"{model}: NVIDIA's assert fails on the simulator's result: {failed}"
+
+
+def _both(model: str, gpus_before: list, config: str, document: str, oracle, real, *, in_use=False,
+          reset_needs_reboot=False, create_fails=False):
+    """``apply --mode-only`` then ``apply`` of ``config``: the simulator's mirror and the real binary."""
+    catalogue_model = gpus.catalogue().get(model)
+    selection = simulated_mig_parted.select(oracle, document, config, catalogue_model, len(gpus_before))
+    mirrored_mode = simulated_mig_parted.apply_mode(catalogue_model, gpus_before, selection, in_use,
+                                                    reset_needs_reboot=reset_needs_reboot)
+    real_mode = real.apply_mode(f"{model}-node", model, gpus_before, in_use, document, config,
+                                reset_needs_reboot=reset_needs_reboot)
+    outcomes = {"mode": (mirrored_mode, real_mode)}
+    if mirrored_mode.ok and real_mode.ok:
+        injected = "injected fault (apply_fails)" if create_fails else ""
+        outcomes["apply"] = (
+            simulated_mig_parted.apply(catalogue_model, mirrored_mode.gpus, selection, in_use,
+                                       fails=lambda _index: injected),
+            real.apply(f"{model}-node", model, real_mode.gpus, in_use, document, config, create_fails=create_fails))
+    return outcomes
+
+
+def _modes(outcome) -> list[tuple[bool, bool | None]]:
+    return [(gpu.mig_enabled, gpu.pending_mig) for gpu in outcome.gpus]
+
+
+@pytest.mark.parametrize("model", ["A100-SXM4-80GB", "H100-SXM5-80GB"])
+def test_real_apply_on_a_nodes_gpus_agrees_with_the_simulators_mirror(tmp_path, built, nvml_library,
+                                                                       default_mig_document, oracle, model):
+    """simcluster.nvml_node.RealMigParted (the real binary on a node's GPUs) and sim.mig_parted (the mirror the
+    MIG manager runs today) from MIG disabled to a config, then to another, as the MIG manager calls them."""
+    real = nvml_node.RealMigParted(built.mig_parted, nvml_library, tmp_path / "hosts")
+    current = [Gpu()] * 2
+    for config in ("all-balanced", "all-1g.10gb", "all-disabled"):
+        outcomes = _both(model, current, config, default_mig_document, oracle, real)
+        for step, (mirrored, actual) in outcomes.items():
+            assert (mirrored.ok, actual.ok) == (True, True), f"{config} {step}: {mirrored.message} / {actual.message}"
+            assert _modes(actual) == _modes(mirrored), f"{config} {step}"
+        mirrored, actual = outcomes["apply"]
+        assert [g.device_counts() for g in actual.gpus] == [g.device_counts() for g in mirrored.gpus], config
+        current = actual.gpus
+
+
+def test_real_mode_only_apply_keeps_devices_when_the_mode_is_right(tmp_path, built, nvml_library,
+                                                                    default_mig_document, oracle):
+    """mig-parted v0.10.0's ``apply --mode-only`` asserts the mode first and does nothing when it is already
+    right (ApplyMigConfigWithHooks): the MIG devices stay. The simulator's mirror clears them (a difference
+    pinned here for issue 17's item 5; the full apply that follows ends the same either way)."""
+    real = nvml_node.RealMigParted(built.mig_parted, nvml_library, tmp_path / "hosts")
+    model = "A100-SXM4-80GB"
+    balanced = _both(model, [Gpu()] * 2, "all-balanced", default_mig_document, oracle, real)["apply"][1].gpus
+    mirrored, actual = _both(model, balanced, "all-1g.10gb", default_mig_document, oracle, real)["mode"]
+    assert [g.device_counts() for g in actual.gpus] == [g.device_counts() for g in balanced] != [{}, {}]
+    assert [g.device_counts() for g in mirrored.gpus] == [{}, {}]
+
+
+def test_real_apply_faults_agree_with_the_simulators_mirror(tmp_path, built, nvml_library, default_mig_document,
+                                                            oracle):
+    real = nvml_node.RealMigParted(built.mig_parted, nvml_library, tmp_path / "hosts")
+    model, disabled = "A100-SXM4-80GB", [Gpu()] * 2
+
+    # A running pod holds the GPUs: the reset a mode change needs is refused, by both.
+    held = _both(model, disabled, "all-1g.10gb", default_mig_document, oracle, real, in_use=True)
+    mirrored, actual = held["mode"]
+    assert not mirrored.ok and not actual.ok
+    assert "error resetting all GPUs" in actual.message, actual.message
+    assert _modes(actual) == _modes(mirrored) == [(False, True)] * 2
+
+    # reboot_required: the reset leaves the change pending.
+    pending = _both(model, disabled, "all-1g.10gb", default_mig_document, oracle, real, reset_needs_reboot=True)
+    mirrored, actual = pending["mode"]
+    assert mirrored.ok and actual.ok and _modes(actual) == _modes(mirrored) == [(False, True)] * 2
+
+    # apply_fails: instance creation fails; both fail the apply and leave the GPUs MIG-enabled and empty.
+    failing = _both(model, disabled, "all-1g.10gb", default_mig_document, oracle, real, create_fails=True)
+    mirrored, actual = failing["apply"]
+    assert not mirrored.ok and not actual.ok
+    assert "error attempting multiple config orderings" in actual.message, actual.message
+    assert [g.device_counts() for g in actual.gpus] == [{}, {}] and _modes(actual)[0] == (True, None)

@@ -797,6 +797,9 @@ func createGpuInstance(device C.nvmlDevice_t, profile C.uint, at *placement, out
 		if !s.Model.MigCapable || g.Mig.Current != migEnable {
 			return errNotSupported
 		}
+		if s.Faults.CreateFails {
+			return errUnknown
+		}
 		p := s.Model.profile(uint32(profile))
 		if p == nil {
 			return errInvalidArgument

@@ -90,7 +90,14 @@ type model struct {
 	GpuInstanceProfile []gpuInstanceProfile `json:"gpu_instance_profiles"`
 }
 
+// faults are knobs a test sets on the host: what real hardware may do and cannot be asked to.
+type faults struct {
+	ResetKeepsPending bool `json:"reset_keeps_pending,omitempty"` // a GPU reset leaves a MIG mode change pending (a reboot is needed)
+	CreateFails       bool `json:"create_fails,omitempty"`        // creating a GPU instance fails (NVML_ERROR_UNKNOWN)
+}
+
 type hostState struct {
+	Faults            faults `json:"faults"`
 	Version           int    `json:"version"`
 	DriverVersion     string `json:"driver_version"`
 	NvmlVersion       string `json:"nvml_version"`
