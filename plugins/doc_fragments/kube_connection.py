@@ -28,11 +28,12 @@ options:
     aliases: [ssl_ca_cert]
 requirements:
   - python >= 3.11
-  - kubernetes >= 37.0.2 (the Kubernetes Python client; tested with 37.0.2)
-  - the C(nvidia-mig-rollout) Python package (C(pip install) of the collection's directory)
+  - kubernetes >= 32, < 38 (the Kubernetes Python client; tested with 32.0.1, 37.0.2 and 37.0.3)
+  - the C(nvidia-mig-rollout) Python package (C(pip install -r) of the collection's C(requirements.txt))
 notes:
   - Runs on the control host (a local connection); there the toolkit's action plugin runs it in-process,
     which saves starting Python and loading the Kubernetes client for every task.
-  - Needs the C(nvidia-mig-rollout) Python package (this repository, C(pip install -e .)) in the interpreter.
+  - Needs the C(nvidia-mig-rollout) Python package in the interpreter (the collection's C(requirements.txt) installs it
+    from the wheel the collection carries; a checkout, C(pip install -e .)).
   - A Kubernetes API error fails the task with one sentence naming the object, the HTTP status and the reason.
 """

@@ -12,8 +12,8 @@ def gpu_operator_values(strategy, chart_path=None, **options):
     try:
         from migrollout.operator_values import MigConfigsRefused, build_values, chart_versions
     except ImportError as exc:
-        raise AnsibleFilterError(f"gpu_operator_values needs the nvidia-mig-rollout Python package (pip install the "
-                                 f"collection's directory): {exc}") from None
+        raise AnsibleFilterError(f"gpu_operator_values needs the nvidia-mig-rollout Python package (pip install -r "
+                                 f"the collection's requirements.txt): {exc}") from None
     # Plain data in (templated values arrive as Ansible's tagged types), plain data out.
     options = json.loads(json.dumps(options))
     if chart_path:

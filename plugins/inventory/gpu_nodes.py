@@ -76,7 +76,8 @@ class InventoryModule(BaseInventoryPlugin):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         if IMPORT_ERROR is not None:
-            raise AnsibleParserError(f"gpu_nodes needs the nvidia-mig-rollout Python package: {IMPORT_ERROR}")
+            raise AnsibleParserError(f"gpu_nodes needs the nvidia-mig-rollout Python package (pip install -r the "
+                                     f"collection's requirements.txt): {IMPORT_ERROR}")
         group = self.get_option("group")
         self.inventory.add_group(group)
         api = None

@@ -120,7 +120,7 @@ def run_module(spec: TaskSpec) -> None:
                            **{k: v for k, v in spec.validator_kwargs().items() if v})
     if CORE_IMPORT_ERROR is not None:
         module.fail_json(msg=missing_required_lib(CORE_PACKAGE, reason="the core of the nvidia_mig.rollout modules")
-                         + " (pip install the collection's directory: it is also a Python package)",
+                         + " (pip install -r the collection's requirements.txt; a checkout: pip install -e .)",
                          exception=CORE_IMPORT_ERROR)
     result = execute(spec, dict(module.params), module.check_mode, module._diff)
     warnings = result.pop("warnings", [])

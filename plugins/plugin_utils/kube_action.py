@@ -54,7 +54,7 @@ class KubeTaskAction(ActionBase):
         if CORE_IMPORT_ERROR is not None:
             return {**result, "failed": True, "exception": CORE_IMPORT_ERROR,
                     "msg": f"the {CORE_PACKAGE} Python package (the core of this collection's modules) cannot be "
-                           f"imported by the controller's Python: pip install the collection's directory"}
+                           f"imported by the controller's Python: pip install -r the collection's requirements.txt"}
         try:
             _, params = self.validate_argument_spec(self.SPEC.full_argument_spec, **self.SPEC.validator_kwargs())
         except AnsibleActionFail as exc:

@@ -142,7 +142,8 @@ class StrategyModule(FreeStrategyModule):
 
     def run(self, iterator, play_context):
         if IMPORT_ERROR is not None:
-            raise AnsibleError(f"the mig_window strategy needs the nvidia-mig-rollout Python package: {IMPORT_ERROR}")
+            raise AnsibleError(f"the mig_window strategy needs the nvidia-mig-rollout Python package "
+                               f"(pip install -r the collection's requirements.txt): {IMPORT_ERROR}")
         play = iterator._play
         if play.serial and list(play.serial) not in ([0], ["100%"]):
             raise AnsibleError("the mig_window strategy schedules the hosts itself: remove serial from the play "
