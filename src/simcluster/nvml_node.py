@@ -10,9 +10,11 @@ ids, compute placements).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,23 @@ class RealMigParted:
     def apply(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
               config: str, create_fails: bool = False) -> Outcome:
         return self._run(node, model, gpus, gpu_in_use, document, config, ["apply"], {"create_fails": create_fails})
+
+
+REAL_MIG_PARTED_ENV = "SIMCLUSTER_REAL_MIG_PARTED"
+
+
+def from_environment(state_dir: Path | None) -> RealMigParted | None:
+    """The switch of issue 17's item 5, off unless ``SIMCLUSTER_REAL_MIG_PARTED=1``: the simulated MIG manager
+    then applies with NVIDIA's real mig-parted on per-node host states in ``<state dir>/nvml/``. Off by default:
+    it costs some 2 s of CPU per 8-GPU node (docs/simcluster.md)."""
+    if os.environ.get(REAL_MIG_PARTED_ENV) != "1":
+        return None
+    from simcluster import upstream
+
+    built = upstream.find()
+    library = nvml.find()
+    if built is None or library is None:
+        raise nvml.NvmlError(f"{REAL_MIG_PARTED_ENV}=1 needs nvidia-mig-parted and {nvml.LIBRARY_NAME} built: "
+                             f"run 'simcluster build'")
+    workdir = (state_dir if state_dir is not None else Path(tempfile.mkdtemp(prefix="simcluster-nvml-"))) / "nvml"
+    return RealMigParted(built.mig_parted, library, workdir)

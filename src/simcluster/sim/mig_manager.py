@@ -73,6 +73,8 @@ class Tools:
     validate: Callable[[str, str], tuple[bool, str]]  # nvidia-mig-parted assert --valid-config (document, config)
     selector: Selector                                # mig-oracle
     reboot: Callable[[str], None]
+    # NVIDIA's mig-parted run for real on the node's GPUs (simcluster.nvml_node; off unless switched on)
+    real_mig_parted: Any = None
 
 
 @dataclass
@@ -274,8 +276,13 @@ def delete_validation_pods(ctx: Context) -> Result:
 
 def apply_mode(ctx: Context) -> Result:
     assert ctx.run.selection is not None
-    outcome = mig_parted.apply_mode(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
-                                    reset_needs_reboot=ctx.faults.reboot_required)
+    if ctx.tools.real_mig_parted is not None:
+        outcome = ctx.tools.real_mig_parted.apply_mode(ctx.name, ctx.model.key, ctx.gpus(), ctx.view.gpu_in_use(),
+                                                       ctx.run.document, ctx.run.config,
+                                                       reset_needs_reboot=ctx.faults.reboot_required)
+    else:
+        outcome = mig_parted.apply_mode(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
+                                        reset_needs_reboot=ctx.faults.reboot_required)
     if outcome.gpus != ctx.gpus():
         ctx.set_gpus(outcome.gpus)
     if not outcome.ok:
@@ -299,8 +306,13 @@ def apply_config(ctx: Context) -> Result:
     if ctx.now < ctx.run.apply_at:
         return Wait(ctx.run.apply_at - ctx.now)
     injected = "injected fault (apply_fails)" if ctx.faults.apply_fails else ""
-    outcome = mig_parted.apply(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
-                               fails=lambda _index: injected)
+    if ctx.tools.real_mig_parted is not None:
+        outcome = ctx.tools.real_mig_parted.apply(ctx.name, ctx.model.key, ctx.gpus(), ctx.view.gpu_in_use(),
+                                                  ctx.run.document, ctx.run.config,
+                                                  create_fails=ctx.faults.apply_fails)
+    else:
+        outcome = mig_parted.apply(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
+                                   fails=lambda _index: injected)
     if outcome.gpus != ctx.gpus():
         ctx.set_gpus(outcome.gpus)
     if not outcome.ok:
