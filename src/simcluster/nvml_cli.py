@@ -62,8 +62,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    """The simulated cluster's node NODE: its GPUs (the simulator's node annotations) as a host state, so that
-    NVIDIA's mig-parted can be run against what the simulator holds (the MIG manager does not do so yet)."""
+    """The simulated cluster's node NODE as a host state: the one its MIG manager applies on when the real
+    mig-parted is switched on, else its GPUs (the simulator's node annotations) written as one, so that NVIDIA's
+    mig-parted can be run against what the simulator holds."""
     from migrollout.kube import Connection, KubeClient, KubeError
     from simcluster import cli, nvml_node
     from simcluster.controlplane import ClusterState
@@ -81,7 +82,8 @@ def cmd_state(args: argparse.Namespace) -> int:
     model = hardware.model_key(node)
     if model is None or hardware.gpu_count(node) == 0:
         raise nvml.NvmlError(f"node {args.node} has no simulated GPUs")
-    data = nvml_node.host_state(model, hardware.gpus(node))
+    kept = directory / "nvml" / f"{args.node}.json"  # the MIG manager's host (SIMCLUSTER_REAL_MIG_PARTED=1)
+    data = nvml.load(kept) if kept.exists() else nvml_node.host_state(model, hardware.gpus(node))
     if args.write:
         target = Path(args.write).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
