@@ -112,7 +112,9 @@ def during_run(events: Iterable[Mapping[str, Any]], since: str) -> dict[str, lis
             continue
         message = event.get("note") or event.get("message") or ""
         found.setdefault(regarding.get("name", ""), []).append((at, message))
-    return {node: [message for _, message in sorted(entries)] for node, entries in sorted(found.items())}
+    # Events of the same second keep the API's order (their names grow with time): a stable sort by time only.
+    return {node: [message for _, message in sorted(entries, key=lambda entry: entry[0])]
+            for node, entries in sorted(found.items())}
 
 
 # -- what restarts the driver everywhere ---------------------------------------------------------------------------

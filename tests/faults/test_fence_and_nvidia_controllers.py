@@ -144,21 +144,22 @@ def test_a_mig_manager_stuck_in_pending_is_restarted_once_and_the_node_finishes(
     assert f"restarted pod gpu-operator/{stuck['metadata']['name']} once" in row["reason"], row
     [event] = node_events(cluster, node, "MigManagerRestarted")
     assert "stayed in state pending" in event["note"]
-    assert "restarted pod" in " ".join(result.stdout.split())
+    assert "restarted pod" in " ".join((result.stdout + result.stderr).split())   # Ansible's warning
 
 
 def test_a_driver_upgrade_under_way_refuses_the_rollout_and_the_wait_policy_waits_for_it(cluster, tmp_path):
     upgraded = nodes_of(cluster, "upgrade")
     others = [name for name in driver_upgrade_states(cluster) if name not in upgraded]
-    # Only this pool's nodes take part in the driver upgrade: an admin excludes the others (NVIDIA's skip label),
-    # and lets both upgrade at once.
+    # Only this pool's nodes take part in the driver upgrade: an admin excludes the others (NVIDIA's skip label).
+    # They upgrade one after the other (the chart's maxParallelUpgrades, 1), which leaves the second under way
+    # for a minute or more after the refused run below.
     for name in others:
         cluster.label(name, {"nvidia.com/gpu-driver-upgrade.skip": "true"})
     policy = cluster.policy()
     env = [*list(policy["spec"]["driver"].get("env") or []), {"name": "MIG_ROLLOUT_TEST", "value": uuid.uuid4().hex}]
     # A new driver setting restarts the driver on every node NVIDIA's controller upgrades: a real driver upgrade.
     cluster.api.patch(f"/apis/nvidia.com/v1/clusterpolicies/{policy['metadata']['name']}",
-                      {"spec": {"driver": {"env": env, "upgradePolicy": {"maxParallelUpgrades": 2}}}})
+                      {"spec": {"driver": {"env": env}}})
     cluster.wait(lambda: any(driver_upgrade_states(cluster)[n] not in ("", "upgrade-done") for n in upgraded),
                  timeout=120, what="NVIDIA's driver upgrade under way on the upgrade pool")
 
@@ -180,13 +181,13 @@ def test_a_driver_upgrade_under_way_refuses_the_rollout_and_the_wait_policy_wait
                              limit=",".join(upgraded))
         time.sleep(0.5)
     assert waited.returncode == 0, waited.stdout[-3000:]
+    assert "waited for NVIDIA's driver upgrade on" in " ".join(waited.stdout.split())
     for name in upgraded:
         assert wait_settled(cluster, name, TARGET)
         begun = next(node for _, node in watches[name].events
                      if RECORD in (node["metadata"].get("annotations") or {}))
         assert begun["metadata"]["labels"].get(DRIVER_UPGRADE_STATE) == "upgrade-done", begun["metadata"]["labels"]
     report = latest_report(tmp_path / "waited")
-    assert set(report["driver_upgrades"]) >= set(upgraded), report.get("driver_upgrades")
-    assert "waited for NVIDIA's driver upgrade on" in " ".join(waited.stdout.split())
+    assert set(report["driver_upgrades"]) & set(upgraded), report.get("driver_upgrades")
     assert [row["result"] for row in report["nodes"]] == ["done", "done"]
     assert {(cluster.labels(name).get(CONFIG)) for name in upgraded} == {TARGET}

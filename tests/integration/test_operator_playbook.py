@@ -87,7 +87,7 @@ def test_a_change_that_restarts_the_driver_everywhere_is_named_and_refused(sim):
     preview = playbook(sim, "-e", another, check=True)
     assert preview.returncode == 0, preview.stdout[-3000:]
     assert "this change restarts the NVIDIA driver on every GPU node: daemonsets.tolerations changes" \
-        in " ".join(preview.stdout.split())
+        in " ".join((preview.stdout + preview.stderr).split())   # Ansible's warning
     untouched(sim, before_release, before_generation)
     refused = playbook(sim, "-e", another)
     assert refused.returncode != 0
