@@ -125,6 +125,34 @@ options:
         description: Seconds to wait for room with C(wait).
         type: int
         default: 600
+  pool_budget:
+    description:
+      - Before the node is touched (O(step=begin)), count the nodes of its pool out of service now (cordoned, not
+        Ready, tainted NoSchedule or NoExecute), whoever took them out (this run, an admin, NVIDIA's driver upgrade
+        controller); when taking this node out too would exceed the pool's budget, the node is left untouched
+        (RV(pool_refused)), or with O(capacity.policy=wait) the step looks again every 5 seconds up to
+        O(capacity.timeout). One LIST of the pool's nodes (of every GPU node when pools are GPU products).
+      - The plan's pool of the node and its budget (the rollout's C(mig_rollout_max_unavailable_per_pool));
+        without it, nothing is counted.
+    type: dict
+    suboptions:
+      pool:
+        description: The node's pool.
+        type: str
+        required: true
+      budget:
+        description: How many of the pool's nodes may be out of service at once.
+        type: int
+        required: true
+      pool_by:
+        description: How pools are told apart (C(pool) - the pool label, else the GPU product; C(product)).
+        type: str
+        choices: [pool, product]
+        default: pool
+      pool_label:
+        description: The node label that names a node's pool.
+        type: str
+        default: gpu-pool
   verify:
     description:
       - Before returning the node to service (O(step=finish)), wait until it advertises what its MIG config must
@@ -232,6 +260,11 @@ capacity_refused:
   description: The node was left untouched because GPU pods on it have nowhere to go (RV(room)).
   returned: O(step=begin)
   type: bool
+pool_refused:
+  description: The node was left untouched because its pool had as many nodes out of service as its budget
+    allows (O(pool_budget)).
+  returned: O(step=begin)
+  type: bool
 driver_upgrade_refused:
   description: The node was left untouched because NVIDIA's driver upgrade is under way on it
     (C(nvidia.com/gpu-driver-upgrade-state)); with O(capacity.policy=wait) the step waits for the upgrade to end
@@ -309,6 +342,12 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
         "policy": {"type": "str", "choices": ["refuse", "wait", "ignore"], "default": "refuse"},
         "timeout": {"type": "int", "default": 600},
     }},
+    "pool_budget": {"type": "dict", "options": {
+        "pool": {"type": "str", "required": True},
+        "budget": {"type": "int", "required": True},
+        "pool_by": {"type": "str", "choices": ["pool", "product"], "default": "pool"},
+        "pool_label": {"type": "str", "default": "gpu-pool"},
+    }},
     "verify": {"type": "dict", "options": {
         "config": {"type": "str", "required": True},
         "expected": {"type": "dict"},
@@ -340,7 +379,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     try:
         if params["step"] == "begin":
             outcome = begin_maintenance(step, params["to_config"], taints, params["cordon"], params.get("evacuation"),
-                                        params.get("capacity"))
+                                        params.get("capacity"), params.get("pool_budget"))
         elif params["step"] == "finish":
             outcome = return_to_service(step, params.get("verify"), params["verify_timeout"], params["moved"])
         else:

@@ -252,10 +252,14 @@ def gather(ctx: TaskContext, list_pods: bool) -> ClusterView:
                        parsed, running, daemonsets, pods_by_node, pdbs, pending, refused)
 
 
-def step_arguments(plan: NodePlan, view: ClusterView) -> dict[str, Any]:
+def step_arguments(plan: NodePlan, view: ClusterView, budgets: dict[str, int] | None = None,
+                   how: Maintenance | None = None) -> dict[str, Any]:
     """The node's plan, with what its steps take from it as ready arguments (one templated value per task
     option: each costs every task time)."""
-    return {**plan.as_dict(),
+    budget = (budgets or {}).get(plan.pool)
+    pool_budget = ({"pool": plan.pool, "budget": budget, "pool_by": how.pool_by, "pool_label": how.pool_label}
+                   if budget is not None and how is not None else None)
+    return {**plan.as_dict(), "pool_budget": pool_budget,
             "checked": {"gpu_count": plan.gpu_count, "mode_change": plan.mode_change},
             "verify": {"config": plan.to_config, "expected": plan.expected, "config_map": plan.config_map,
                        "operator_namespace": view.namespace, "strategy": view.strategy,
@@ -329,7 +333,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         "changed": False,
         "fence": fenced.as_dict(),
         "driver_upgrades": [asdict(u) for u in first_seen],
-        "plan": [step_arguments(p, view) for p in plans],
+        "plan": [step_arguments(p, view, dict(scheduled.schedule.pool_budgets), how) for p in plans],
         "lines": [scheduled.summary(), f"fence: {fenced.sentence()}"]
         + ([f"waited for NVIDIA's driver upgrade on {', '.join(u.sentence() for u in first_seen)}"]
            if first_seen else []) + [describe(p) for p in plans],

@@ -123,6 +123,10 @@ def skipped_note(run: str, stuck: list[str]) -> str:
             f"nowhere to go: {'; '.join(stuck)}")
 
 
+def not_touched_note(run: str, reason: str) -> str:
+    return f"run {run}: not reconfigured: {reason}"
+
+
 def recovered_note(run: str, text: str) -> str:
     return f"run {run}: {text}"
 

@@ -1,5 +1,6 @@
 """What a node's maintenance step checks on the cluster before it touches the node: that the node holds a slot
-of the run's maintenance window, and that each GPU pod to evict from it has somewhere to go.
+of the run's maintenance window, that its pool is not out of service beyond its budget now (others count: an
+admin's cordon, NVIDIA's driver upgrade), and that each GPU pod to evict from it has somewhere to go.
 
 The decisions are pure (rollout.schedule, capacity); this module reads what they need: the run's slots file
 (local) and, only when the node has GPU pods to evict, one LIST of nodes and one of pods per look.
@@ -86,3 +87,49 @@ def find_room(api: KubeClient, name: str, evicting: list[dict[str, Any]], policy
         if not room.stuck or policy != WAIT or room.waited_s >= timeout:
             return room
         sleep(min(poll_s, max(0.0, timeout - room.waited_s)))
+
+
+@dataclass(frozen=True)
+class PoolBudget:
+    """The node's pool and how many of its nodes may be out of service at once (mig_rollout_max_unavailable_per_pool,
+    resolved by the plan), and how pools are told apart (rollout.schedule.pool_of)."""
+
+    pool: str
+    budget: int
+    pool_by: str = "pool"
+    pool_label: str = schedule.DEFAULT_POOL_LABEL
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> PoolBudget | None:
+        if not params or params.get("budget") is None:
+            return None
+        return cls(params["pool"], int(params["budget"]), params.get("pool_by") or "pool",
+                   params.get("pool_label") or schedule.DEFAULT_POOL_LABEL)
+
+
+def pool_out_of_service(api: KubeClient, name: str, pool: PoolBudget) -> list[str]:
+    """The other nodes of ``name``'s pool out of service now, each with why, whoever took them out: this run's
+    other nodes (tainted), an admin's cordon, NVIDIA's driver upgrade. One LIST, of the pool's label where pools
+    are labelled, else of every GPU node."""
+    selector = (f"{pool.pool_label}={pool.pool}" if pool.pool_by == "pool"
+                else "nvidia.com/gpu.present=true")
+    listed, _ = api.list("/api/v1/nodes", label_selector=selector, what=f"list the nodes of pool {pool.pool}")
+    return sorted(f"{node['metadata']['name']} ({why})" for node in listed
+                  if node["metadata"]["name"] != name
+                  and schedule.pool_of(node, pool.pool_by, pool.pool_label) == pool.pool
+                  and (why := schedule.out_of_service(node)))
+
+
+def wait_for_pool_room(api: KubeClient, name: str, pool: PoolBudget, policy: str, timeout: float,
+                       stop_check: Callable[[], None], poll_s: float = 5.0,
+                       sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic) -> tuple[list[str], float]:
+    """The pool's nodes out of service while taking ``name`` out would exceed its budget (empty: room), and the
+    seconds waited; with the ``wait`` policy it looks again every ``poll_s`` seconds, up to ``timeout``."""
+    started = clock()
+    while True:
+        out = pool_out_of_service(api, name, pool)
+        if len(out) + 1 <= pool.budget or policy != WAIT or clock() - started >= timeout:
+            return (out if len(out) + 1 > pool.budget else []), clock() - started
+        stop_check()
+        sleep(min(poll_s, max(0.0, timeout - (clock() - started))))

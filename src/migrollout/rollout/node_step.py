@@ -133,20 +133,40 @@ def _evacuator(step: NodeStep, options: dict[str, Any]) -> Evacuator:
 
 def begin_maintenance(step: NodeStep, to_config: str, maintenance_taints: list[Taint], cordon: bool,
                       evacuation: dict[str, Any] | None = None,
-                      capacity_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                      capacity_options: dict[str, Any] | None = None,
+                      pool_budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """Put the node into maintenance for ``to_config`` and evacuate its GPU pods (``evacuation``: the options of
     the evacuation; none: no evacuation). A node whose GPU pods would have nowhere to go is left untouched
     (``capacity_refused``) unless the capacity policy is ``ignore``; so is a node whose NVIDIA driver upgrade is
-    under way (``driver_upgrade_refused``), unless the policy is ``wait``: then it waits for the upgrade to end
-    (up to the capacity timeout). A node resumed from a record of its own is not held back."""
+    under way (``driver_upgrade_refused``), or whose pool (``pool_budget``) has as many nodes out of service now as
+    its budget allows, whoever took them out (``pool_refused``), unless the policy is ``wait``: then it waits
+    (up to the capacity timeout). A node resumed from a record of its own is not held back by a driver upgrade."""
     name = step.name
     result: dict[str, Any] = {"changed": False, "name": name, "step": "begin", "capacity_refused": False,
-                              "driver_upgrade_refused": False, "moved": 0, "steps": step.laps}
+                              "driver_upgrade_refused": False, "pool_refused": False, "moved": 0,
+                              "steps": step.laps}
     if step.slots_file and not step.check_mode:
         try:
             result["slot"] = maintenance.require_slot(step.slots_file, name)
         except maintenance.NotInWindow as exc:
             raise step.failure("window", str(exc)) from None
+
+    # Is its pool out of service beyond its budget now? The window counted the nodes out before the run; others
+    # (NVIDIA's driver upgrade, an admin) may have taken more out since.
+    budget = maintenance.PoolBudget.from_params(pool_budget)
+    if budget is not None and not step.check_mode and (capacity_options or {}).get("policy") != "ignore":
+        out, waited_s = maintenance.wait_for_pool_room(
+            step.api, name, budget, (capacity_options or {}).get("policy", "refuse"),
+            float((capacity_options or {}).get("timeout", 600)), step.check)
+        if out:
+            waited = f" after waiting {waited_s:.0f} s" if waited_s >= 1 else ""
+            reason = (f"node {name} was not touched{waited}: its pool {budget.pool} has {len(out)} node(s) out of "
+                      f"service already, its budget is {budget.budget}: {', '.join(out[:5])}"
+                      + (" ..." if len(out) > 5 else ""))
+            result.update(pool_refused=True, record=None, taints=[], cordoned=False, reason=reason)
+            step.emit(events.SKIPPED, events.not_touched_note(step.run, reason))
+            step.lap("capacity")
+            return result
 
     # Where would its GPU pods go? Looked at before the node is touched, so a refusal leaves it as it was.
     evacuator = _evacuator(step, evacuation) if evacuation else None

@@ -46,7 +46,7 @@ def _outcome(node: str, item: dict[str, Any], results: dict[str, dict[str, Any]]
     if failure is not None:
         return {**dict(failure), **times}
     begin = results.get("begin", {}).get(node) or {}
-    if begin.get("capacity_refused") or begin.get("driver_upgrade_refused"):
+    if begin.get("capacity_refused") or begin.get("driver_upgrade_refused") or begin.get("pool_refused"):
         return {"result": "skipped", "reason": begin.get("reason", ""), "steps": {}, "evicted": [],
                 "stuck": (begin.get("room") or {}).get("stuck") or [], **times}
     if node not in results.get("finish", {}):
