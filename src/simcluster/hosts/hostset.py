@@ -178,7 +178,7 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
                   [str(view / "bin"), f"{DRIVER_DIR}/bin"], [str(nvml.build()), f"{DRIVER_DIR}/lib64"]]
         on_boot.append(["ldconfig"])
         on_reboot.append([sys.executable, "-c", "import sys; from pathlib import Path; from simcluster import nvml; "
-                          "nvml.reboot(Path(sys.argv[1]))", str(gpu / "state.json")])
+                          "nvml.reboot(Path(sys.argv[1]))", GPU_STATE_FILE])  # the path inside the host
     return {"name": host.name, "address": host.address, "root": str(root), "gpus": host.gpu_count,
             "modules": str(nvml.host_dir(gpu / "state.json") / "modules") if host.gpu else "", "binds": binds, "on_boot": on_boot, "on_reboot": on_reboot, "reboot_s": 0}
 
