@@ -35,6 +35,7 @@ class DriverUpgradePending(Exception):
     def __init__(self, state: str):
         super().__init__(state)
         self.state = state
+        self.waited_s = 0.0
 
 
 def maintenance_taints(name: str, raw: Sequence[dict[str, Any]]) -> list[Taint]:
@@ -131,6 +132,44 @@ def _evacuator(step: NodeStep, options: dict[str, Any]) -> Evacuator:
                      returning="refuse", stop_check=step.check, marks=step.marks)
 
 
+def _enter_maintenance(step: NodeStep, to_config: str, maintenance_taints: list[Taint], cordon: bool,
+                       policy: str, timeout: float) -> tuple[Any, ...]:
+    """The maintenance record and taints in one write: (before, after, changed, record, seconds waited). A node
+    whose driver upgrade is under way is not written (NVIDIA's controller is about to cordon and drain it, or is
+    at it): DriverUpgradePending, at once or, with the ``wait`` policy, once ``timeout`` has passed."""
+
+    def put_in_maintenance(node: dict[str, Any]) -> Any:
+        nodes.require_mig_node(node)
+        if record.read(node) is None and driver_upgrade.under_way([node]):
+            raise DriverUpgradePending(driver_upgrade.state_of(node))
+        return record.begin_patch(node, step.run, to_config, maintenance_taints, cordon)
+
+    started = time.monotonic()
+    while True:
+        try:
+            written = step.write(put_in_maintenance, f"begin MIG maintenance of node {step.name}")
+            return (*written, time.monotonic() - started)
+        except DriverUpgradePending as pending:
+            pending.waited_s = time.monotonic() - started
+            if policy != maintenance.WAIT or pending.waited_s >= timeout:
+                raise
+            step.check()  # waiting must not outlive the lock
+            time.sleep(DRIVER_UPGRADE_POLL_S)
+
+
+def _left_untouched(step: NodeStep, result: dict[str, Any], refusal: str, reason: str, note: str,
+                    part: str) -> dict[str, Any]:
+    """The step's result for a node it did not touch (``refusal``: which check refused it), with an Event."""
+    result.update({refusal: True, "record": None, "taints": [], "cordoned": False, "reason": reason})
+    step.emit(events.SKIPPED, note)
+    step.lap(part)
+    return result
+
+
+def _waited(policy: str, seconds: float) -> str:
+    return f" after waiting {seconds:.0f} s" if policy == maintenance.WAIT else ""
+
+
 def begin_maintenance(step: NodeStep, to_config: str, maintenance_taints: list[Taint], cordon: bool,
                       evacuation: dict[str, Any] | None = None,
                       capacity_options: dict[str, Any] | None = None,
@@ -145,6 +184,8 @@ def begin_maintenance(step: NodeStep, to_config: str, maintenance_taints: list[T
     result: dict[str, Any] = {"changed": False, "name": name, "step": "begin", "capacity_refused": False,
                               "driver_upgrade_refused": False, "pool_refused": False, "moved": 0,
                               "steps": step.laps}
+    policy = (capacity_options or {}).get("policy", maintenance.REFUSE)
+    timeout = float((capacity_options or {}).get("timeout", 600))
     if step.slots_file and not step.check_mode:
         try:
             result["slot"] = maintenance.require_slot(step.slots_file, name)
@@ -154,65 +195,38 @@ def begin_maintenance(step: NodeStep, to_config: str, maintenance_taints: list[T
     # Is its pool out of service beyond its budget now? The window counted the nodes out before the run; others
     # (NVIDIA's driver upgrade, an admin) may have taken more out since.
     budget = maintenance.PoolBudget.from_params(pool_budget)
-    if budget is not None and not step.check_mode and (capacity_options or {}).get("policy") != "ignore":
-        out, waited_s = maintenance.wait_for_pool_room(
-            step.api, name, budget, (capacity_options or {}).get("policy", "refuse"),
-            float((capacity_options or {}).get("timeout", 600)), step.check)
+    if budget is not None and not step.check_mode and policy != maintenance.IGNORE:
+        out, waited_s = maintenance.wait_for_pool_room(step.api, name, budget, policy, timeout, step.check)
         if out:
-            waited = f" after waiting {waited_s:.0f} s" if waited_s >= 1 else ""
-            reason = (f"node {name} was not touched{waited}: its pool {budget.pool} has {len(out)} node(s) out of "
-                      f"service already, its budget is {budget.budget}: {', '.join(out[:5])}"
+            reason = (f"node {name} was not touched{_waited(policy, waited_s)}: its pool {budget.pool} has {len(out)} "
+                      f"node(s) out of service already, its budget is {budget.budget}: {', '.join(out[:5])}"
                       + (" ..." if len(out) > 5 else ""))
-            result.update(pool_refused=True, record=None, taints=[], cordoned=False, reason=reason)
-            step.emit(events.SKIPPED, events.not_touched_note(step.run, reason))
-            step.lap("capacity")
-            return result
+            return _left_untouched(step, result, "pool_refused", reason, events.not_touched_note(step.run, reason),
+                                   "capacity")
 
     # Where would its GPU pods go? Looked at before the node is touched, so a refusal leaves it as it was.
     evacuator = _evacuator(step, evacuation) if evacuation else None
     if evacuator is not None:
         pods, _ = evacuator.list_pods()
         moving = [d.pod for d in evacuator.plan(pods) if d.action == EVICT and capacity.gpu_requests(d.pod)]
-        policy = (capacity_options or {}).get("policy", "refuse")
-        room = maintenance.find_room(step.api, name, moving, policy, (capacity_options or {}).get("timeout", 600),
-                                     step.slots_file)
+        room = maintenance.find_room(step.api, name, moving, policy, timeout, step.slots_file)
         result["room"] = room.as_dict()
-        if room.stuck and policy != "ignore":
-            waited = f" after waiting {room.waited_s:.0f} s" if policy == "wait" else ""
-            result.update(capacity_refused=True, record=None, taints=[], cordoned=False,
-                          reason=f"node {name} was not touched: {len(room.stuck)} GPU pod(s) would have nowhere to "
-                                 f"go{waited}: {'; '.join(room.stuck)}")
-            step.emit(events.SKIPPED, events.skipped_note(step.run, room.stuck))
-            step.lap("capacity")
-            return result
+        if room.stuck and policy != maintenance.IGNORE:
+            reason = (f"node {name} was not touched: {len(room.stuck)} GPU pod(s) would have nowhere to "
+                      f"go{_waited(policy, room.waited_s)}: {'; '.join(room.stuck)}")
+            return _left_untouched(step, result, "capacity_refused", reason,
+                                   events.skipped_note(step.run, room.stuck), "capacity")
         step.lap("capacity")
 
-    def put_in_maintenance(node: dict[str, Any]) -> Any:
-        nodes.require_mig_node(node)
-        if record.read(node) is None and driver_upgrade.under_way([node]):
-            raise DriverUpgradePending(driver_upgrade.state_of(node))
-        return record.begin_patch(node, step.run, to_config, maintenance_taints, cordon)
-
-    policy = (capacity_options or {}).get("policy", "refuse")
-    deadline = time.monotonic() + float((capacity_options or {}).get("timeout", 600))
-    waited_since = time.monotonic()
-    while True:
-        try:
-            before, after, changed, rec = step.write(put_in_maintenance, f"begin MIG maintenance of node {name}")
-            break
-        except DriverUpgradePending as pending:
-            # NVIDIA's driver upgrade controller is about to cordon and drain it (or is at it): not now.
-            if policy != "wait" or time.monotonic() >= deadline:
-                waited = f" after waiting {time.monotonic() - waited_since:.0f} s" if policy == "wait" else ""
-                reason = (f"node {name} was not touched{waited}: NVIDIA's driver upgrade is under way on it "
-                          f"({driver_upgrade.STATE_LABEL}={pending.state})")
-                result.update(driver_upgrade_refused=True, record=None, taints=[], cordoned=False, reason=reason)
-                step.emit(events.SKIPPED, events.driver_upgrade_note(step.run, pending.state))
-                step.lap("maintenance")
-                return result
-            step.check()  # waiting must not outlive the lock
-            time.sleep(DRIVER_UPGRADE_POLL_S)
-    result["driver_upgrade_waited_s"] = round(time.monotonic() - waited_since, 3) if policy == "wait" else 0.0
+    try:
+        before, after, changed, rec, waited_s = _enter_maintenance(step, to_config, maintenance_taints, cordon,
+                                                                   policy, timeout)
+    except DriverUpgradePending as pending:
+        reason = (f"node {name} was not touched{_waited(policy, pending.waited_s)}: NVIDIA's driver upgrade is under "
+                  f"way on it ({driver_upgrade.STATE_LABEL}={pending.state})")
+        return _left_untouched(step, result, "driver_upgrade_refused", reason,
+                               events.driver_upgrade_note(step.run, pending.state), "maintenance")
+    result["driver_upgrade_waited_s"] = round(waited_s, 3)
     step.lap("maintenance")
     result.update(changed=changed, record=vars(rec) if rec is not None else None, taints=nodes.node_taints(after),
                   cordoned=nodes.is_cordoned(after))
