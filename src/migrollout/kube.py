@@ -111,13 +111,13 @@ class KubeError(Exception):
 # A test hook for the fault suite: freeze this process between a guarded write's fence check and its send, as a
 # control host suspended at that instant would be (only the API server's admission policy can refuse what it
 # sends when it wakes). Inert unless MIGROLLOUT_TEST_FREEZE_BEFORE_SEND names a file that exists: the first
-# guarded write to find it renames it to <file>.frozen, writes its pid there and stops itself (SIGSTOP).
+# guarded node write or eviction to find it renames it to <file>.frozen, writes its pid there and stops itself.
 FREEZE_HOOK_VARIABLE = "MIGROLLOUT_TEST_FREEZE_BEFORE_SEND"
 
 
-def _freeze_before_send() -> None:
+def _freeze_before_send(path: str) -> None:
     trigger = os.environ.get(FREEZE_HOOK_VARIABLE)
-    if not trigger:
+    if not trigger or not (path.startswith("/api/v1/nodes/") or path.endswith("/eviction")):
         return
     claimed = trigger + ".frozen"
     try:
@@ -274,7 +274,7 @@ class KubeClient:
             except ValueError:
                 retry_budget_s = RETRY_BUDGET_S
         self.retry_budget_s = retry_budget_s
-        self.requests = 0      # requests sent (attempts included), for the steps' request counts
+        self._sent = [0]       # requests sent (attempts included), shared with the fenced views of this client
         # For a fenced view (see fenced): called before every attempt of a write, returns the seconds left
         # before the fence's deadline, or raises when the write must not be sent at all.
         self.write_guard: Callable[[], float | None] | None = None
@@ -286,6 +286,11 @@ class KubeClient:
     @classmethod
     def connect(cls, conn: Connection | None = None, **kwargs: Any) -> KubeClient:
         return cls(load_configuration(conn or Connection()), **kwargs)
+
+    @property
+    def requests(self) -> int:
+        """Requests sent (attempts included) by this client and its fenced views, for the steps' request counts."""
+        return self._sent[0]
 
     def fenced(self, guard: Callable[[], float | None] | None) -> KubeClient:
         """A view of this client (same connections, same credentials) whose writes are guarded: before every
@@ -332,8 +337,7 @@ class KubeClient:
                     deadline = time.monotonic() + left
                     connect, read = min(connect, left), min(read or self.request_timeout, left)
                     attempt_query = {**(query or {}), "timeout": f"{int(left * 1000)}ms"}
-            if guarded:
-                _freeze_before_send()
+                _freeze_before_send(path)
             try:
                 return self._request_once(method, path, attempt_query, body, content_type, what, read, stream,
                                           connect)
@@ -353,7 +357,7 @@ class KubeClient:
     def _request_once(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any,
                       content_type: str, what: str, timeout: float | None, stream: bool,
                       connect: float = CONNECT_TIMEOUT_S) -> Any:
-        self.requests += 1
+        self._sent[0] += 1
         url = self.host + path
         params = {key: value for key, value in (query or {}).items() if value is not None}
         if params:

@@ -177,3 +177,11 @@ def test_reads_of_a_fenced_view_are_not_guarded():
     guard = Guard(deadline=-1.0)
     client(pool).fenced(guard).get("/api/v1/nodes/n")
     assert guard.calls == 0 and "timeout=" not in pool.sent[0][1]
+
+
+def test_a_fenced_view_counts_its_requests_with_its_client():
+    pool = RecordingPool(Response(200, {"metadata": {"name": "n"}}))
+    api = client(pool)
+    api.get("/api/v1/nodes/n")
+    api.fenced(Guard(deadline=5.0)).patch("/api/v1/nodes/n", {"metadata": {}})
+    assert api.requests == 2
