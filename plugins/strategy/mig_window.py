@@ -31,13 +31,11 @@ description:
     pool. The order is the play's host order (the plan's order).
   - Do not set C(serial) on the play (the strategy schedules the hosts itself). C(forks) must be at least
     the window, or the forks limit how many hosts run at once.
-  - It relies on ansible-core internals (ansible-core is pinned; tests/integration/test_window_strategy.py
-    checks them). The free strategy's loop calls C(get_hosts_left) at each turn and keeps an index into
-    the returned list across turns, so the list returned never gets shorter. Also used are
-    C(PlayIterator.get_next_task_for_host) with C(peek), C(PlayIterator.is_failed), the strategy's
-    C(_blocked_hosts) and C(_results) (the queue of results its thread fills), the task queue manager's
-    C(_failed_hosts), C(_unreachable_hosts), C(_terminated) and C(_stats.rescued), C(Host.vars) and
-    C(VariableManager.set_nonpersistent_facts).
+  - It relies on ansible-core internals, all of them read through one class, C(StrategyInternals) in
+    C(plugins/plugin_utils/strategy_internals.py), whose C(CONTRACT) lists each attribute and what the strategy
+    expects of it; tests/unit/plugins/plugin_utils/test_strategy_internals.py checks every entry against the
+    installed ansible-core. The free strategy's loop calls C(get_hosts_left) at each turn and keeps an index
+    into the returned list across turns, so the list returned never gets shorter.
   - ansible-core 2.19 deprecates strategy plugins from outside C(ansible.builtin) (a deprecation warning at each
     run; no removal version, no replacement announced). An upgrade of ansible-core must re-check this plugin.
 version_added: "0.2.0"
@@ -55,8 +53,10 @@ from ansible.errors import AnsibleError
 from ansible.plugins.strategy.free import StrategyModule as FreeStrategyModule
 from ansible.utils.display import Display
 
+from ansible_collections.nvidia_mig.rollout.plugins.plugin_utils.strategy_internals import StrategyInternals
+
 try:
-    from migrollout.rollout import progress, slots
+    from migrollout.rollout import progress, slots, stop
     from migrollout.rollout.schedule import Progress, Schedule, ScheduleError
     from migrollout.timestamps import micro_time_text
 
@@ -96,47 +96,25 @@ class Window:
 
     def __post_init__(self) -> None:
         self.progress = Progress()
-        self.watch = progress.Watch.for_plans(self.schedule, {name: host.vars.get(NODE_PLAN_VAR)
-                                                              for name, host in self.hosts.items()}, self.settings)
+        self.watch = progress.Watch.for_plans(self.schedule, {
+            name: StrategyInternals.host_vars(host).get(NODE_PLAN_VAR) for name, host in self.hosts.items()},
+            self.settings)
 
     def stop_reason(self) -> str:
-        """Why no node may start any more ("" while nodes may): the stop file, or the run lost its lock."""
-        path = self.settings.get("stop_file")
-        if path and os.path.exists(path):
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    text = handle.read().strip()
-            except OSError:
-                text = ""
-            return text or f"the stop file {path} exists"
-        lock = self.settings.get("rollout_lock")
-        if lock:
-            from migrollout.rollout import fence
-
-            try:
-                fence.from_params(lock).check()
-            except fence.LockLost as exc:
-                return f"this run lost its rollout lock: {exc}"
-        return ""
+        return stop.stop_reason(self.settings)
 
     def write_slots(self) -> None:
         path = self.settings.get("slots_file")
-        if not path:
-            return
-        started = self.progress.started()
-        slots.write(path, {
-            "run": self.settings.get("run", ""), "mode": self.schedule.mode, "window": self.schedule.window,
-            "active": {node: self.admitted[node] for node in sorted(self.progress.active)},
-            "done": sorted(self.progress.done), "failed": sorted(self.progress.failed),
-            "not_started": self.not_started,
-            "pending": [node for node in self.schedule.nodes if node not in started and node not in self.not_started],
-            "updated": _now_text()})
+        if path:
+            slots.write(path, slots.window_record(self.settings.get("run", ""), self.schedule, self.progress,
+                                                  self.admitted, self.not_started))
 
 
 class StrategyModule(FreeStrategyModule):
     def __init__(self, tqm):
         super().__init__(tqm)
         self._window = None
+        self._core = StrategyInternals(self)
 
     # -- the play ---------------------------------------------------------------------------------------------
 
@@ -144,38 +122,33 @@ class StrategyModule(FreeStrategyModule):
         if IMPORT_ERROR is not None:
             raise AnsibleError(f"the mig_window strategy needs the nvidia-mig-rollout Python package "
                                f"(pip install -r the collection's requirements.txt): {IMPORT_ERROR}")
-        play = iterator._play
+        play = StrategyInternals.play(iterator)
         if play.serial and list(play.serial) not in ([0], ["100%"]):
             raise AnsibleError("the mig_window strategy schedules the hosts itself: remove serial from the play "
                                "(batches: mig_rollout_schedule: batches with mig_rollout_serial)")
-        self._set_hosts_cache(play)
-        self._window = self._open_window(iterator)
+        self._window = self._open_window(iterator, self._core.play_host_names(play))
         try:
             return super().run(iterator, play_context)
         finally:
             self._close_window(iterator)
             self._window = None
 
-    def _open_window(self, iterator):
-        names = list(self._hosts_cache)
+    def _open_window(self, iterator, names):
         if not names:
             return None
-        first = self._inventory.get_host(names[0])
-        settings = first.vars.get(SCHEDULE_VAR)
-        if settings is None:
-            settings = self._variable_manager.get_vars(play=iterator._play, host=first).get(SCHEDULE_VAR)
+        settings = self._core.play_var(StrategyInternals.play(iterator), self._core.host(names[0]), SCHEDULE_VAR)
         if not isinstance(settings, dict):
             raise AnsibleError(f"the mig_window strategy needs the host variable {SCHEDULE_VAR} (a dict set by the "
                                f"rollout's plan) on {names[0]}; found {type(settings).__name__}")
         pools = {}
         for name in names:
-            node_plan = self._inventory.get_host(name).vars.get(NODE_PLAN_VAR) or {}
+            node_plan = StrategyInternals.host_vars(self._core.host(name)).get(NODE_PLAN_VAR) or {}
             pools[name] = str(node_plan.get("pool") or "") if isinstance(node_plan, dict) else ""
         try:
             schedule = Schedule.from_dict(settings, names, pools)
         except (ScheduleError, TypeError, ValueError) as exc:
             raise AnsibleError(f"the mig_window strategy cannot use {SCHEDULE_VAR}: {exc}") from None
-        forks = len(self._workers)
+        forks = self._core.forks()
         if schedule.mode == "window" and schedule.window > forks:
             display.warning(f"mig_window: the window is {schedule.window} nodes but Ansible runs {forks} forks: at "
                             f"most {forks} nodes run at once (raise forks)")
@@ -183,7 +156,7 @@ class StrategyModule(FreeStrategyModule):
                         f"{schedule.window if schedule.mode == 'window' else schedule.batch_size}"
                         + (f", pool budgets {dict(schedule.pool_budgets)}" if schedule.pool_budgets else "")
                         + f", failure budget {schedule.max_failures}")
-        return Window(schedule, dict(settings), hosts={name: self._inventory.get_host(name) for name in names})
+        return Window(schedule, dict(settings), hosts={name: self._core.host(name) for name in names})
 
     def _close_window(self, iterator):
         window = self._window
@@ -193,7 +166,7 @@ class StrategyModule(FreeStrategyModule):
             if name not in window.admitted and name not in window.not_started:
                 window.not_started[name] = "the play ended before it started"
         for name, reason in window.not_started.items():
-            self._variable_manager.set_nonpersistent_facts(name, {NOT_STARTED_FACT: reason})
+            self._core.set_facts(name, {NOT_STARTED_FACT: reason})
         if window.not_started:
             display.warning(f"mig_window: {len(window.not_started)} node(s) never started: "
                             + "; ".join(f"{n}: {r}" for n, r in list(window.not_started.items())[:5])
@@ -228,17 +201,16 @@ class StrategyModule(FreeStrategyModule):
                 decision = window.schedule.decide(window.progress)
         admitted = False
         for name in decision.start:
-            if name in self._tqm._unreachable_hosts:
+            if self._core.unreachable(name):
                 window.not_started[name] = "unreachable"
                 window.progress.failed.add(name)
                 continue
-            _, task = iterator.get_next_task_for_host(window.hosts[name], peek=True)
-            if task is None:          # ended before it started (meta: end_play)
+            if not StrategyInternals.has_next_task(iterator, window.hosts[name]):   # ended first (meta: end_play)
                 window.not_started[name] = "the play ended before it started"
                 window.progress.done.add(name)
                 continue
             window.admitted[name] = _now_text()
-            window.rescued_before[name] = self._tqm._stats.rescued.get(name, 0)
+            window.rescued_before[name] = self._core.rescued(name)
             window.progress.active.add(name)
             admitted = True
         if decision.stopped:          # for good: failures only grow, the stop file stays, nothing runs
@@ -252,25 +224,25 @@ class StrategyModule(FreeStrategyModule):
         """Move the active hosts that have nothing left to run to done or failed; True if any moved."""
         moved = False
         for name in sorted(window.progress.active):
-            unreachable = name in self._tqm._unreachable_hosts
-            if not unreachable and self._blocked_hosts.get(name, False):
+            unreachable = self._core.unreachable(name)
+            if not unreachable and self._core.task_running(name):
                 continue              # a task of it is running
             host = window.hosts[name]
-            rescued = self._tqm._stats.rescued.get(name, 0) > window.rescued_before.get(name, 0)
-            failed = unreachable or rescued or name in self._tqm._failed_hosts or iterator.is_failed(host)
+            rescued = self._core.rescued(name) > window.rescued_before.get(name, 0)
+            failed = (unreachable or rescued or self._core.marked_failed(name)
+                      or StrategyInternals.failed_in_play(iterator, host))
             if failed and name not in window.progress.failed:
                 window.progress.failed.add(name)   # counts against the budget as soon as it is known
                 moved = True
             if not unreachable:
-                _, task = iterator.get_next_task_for_host(host, peek=True)
-                if task is not None:
+                if StrategyInternals.has_next_task(iterator, host):
                     continue
-                iterator.get_next_task_for_host(host)   # store the final state: later peeks are cheap
+                StrategyInternals.move_past_last_task(iterator, host)   # later peeks are cheap
             window.progress.active.discard(name)
             if not failed:
                 window.progress.done.add(name)
             window.finished[name] = _now_text()
-            self._variable_manager.set_nonpersistent_facts(name, {SLOT_FACT: {
+            self._core.set_facts(name, {SLOT_FACT: {
                 "started": window.admitted.get(name, ""), "finished": window.finished[name],
                 "result": "failed" if failed else "done"}})
             moved = True
@@ -302,9 +274,8 @@ class StrategyModule(FreeStrategyModule):
         """While every active host has a task running and no result is in, there is nothing to do but wait:
         wait here, cheaply, rather than let the free strategy's loop peek at every host a thousand times a
         second (CPU the API server and the nodes' agents need on a small control host)."""
-        if not window.progress.active or any(not self._blocked_hosts.get(name, False)
-                                             for name in window.progress.active):
+        if not window.progress.active or any(not self._core.task_running(name) for name in window.progress.active):
             return
         deadline = time.monotonic() + IDLE_WAIT_S
-        while not self._results and not self._tqm._terminated and time.monotonic() < deadline:
+        while not self._core.result_waiting() and not self._core.terminated() and time.monotonic() < deadline:
             time.sleep(RESULT_POLL_S)

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from migrollout.rollout.schedule import Progress, Schedule
+from migrollout.timestamps import micro_time_text
 
 SUFFIX = ".slots"
 # The Lease annotation the renewer publishes the active slots in.
@@ -58,3 +62,17 @@ def published(path: str) -> str | None:
         return None
     return json.dumps({"run": data.get("run", ""), "window": data.get("window"),
                        "active": data.get("active") or {}}, sort_keys=True, separators=(",", ":"))
+
+
+def window_record(run: str, schedule: Schedule, progress: Progress, admitted: Mapping[str, str],
+                  not_started: Mapping[str, str]) -> dict[str, Any]:
+    """What the strategy writes at every change: the active nodes and when each took its slot (``admitted``),
+    the nodes done, failed, never started (with why) and still to come."""
+    started = progress.started()
+    return {
+        "run": run, "mode": schedule.mode, "window": schedule.window,
+        "active": {node: admitted[node] for node in sorted(progress.active)},
+        "done": sorted(progress.done), "failed": sorted(progress.failed),
+        "not_started": dict(not_started),
+        "pending": [node for node in schedule.nodes if node not in started and node not in not_started],
+        "updated": micro_time_text()}
