@@ -160,8 +160,10 @@ class RealMigParted:
                          {"reset_keeps_pending": reset_needs_reboot})
 
     def apply(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
-              config: str, create_fails: bool = False) -> Outcome:
-        return self._run(node, model, gpus, gpu_in_use, document, config, ["apply"], {"create_fails": create_fails})
+              config: str, create_fails: bool = False, reset_needs_reboot: bool = False) -> Outcome:
+        # A full apply changes the mode first when it is wrong (and resets): the reset fault holds here too.
+        return self._run(node, model, gpus, gpu_in_use, document, config, ["apply"],
+                         {"create_fails": create_fails, "reset_keeps_pending": reset_needs_reboot})
 
 
 REAL_MIG_PARTED_ENV = "SIMCLUSTER_REAL_MIG_PARTED"

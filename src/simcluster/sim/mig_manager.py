@@ -309,7 +309,8 @@ def apply_config(ctx: Context) -> Result:
     if ctx.tools.real_mig_parted is not None:
         outcome = ctx.tools.real_mig_parted.apply(ctx.name, ctx.model.key, ctx.gpus(), ctx.view.gpu_in_use(),
                                                   ctx.run.document, ctx.run.config,
-                                                  create_fails=ctx.faults.apply_fails)
+                                                  create_fails=ctx.faults.apply_fails,
+                                                  reset_needs_reboot=ctx.faults.reboot_required)
     else:
         outcome = mig_parted.apply(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
                                    fails=lambda _index: injected)
