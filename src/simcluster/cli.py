@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from migrollout.kube import Connection, KubeClient, KubeError
-from simcluster import binaries, certs, identities, nvml, nvml_cli, operator_install, upstream
+from simcluster import binaries, certs, identities, nvml, nvml_build, nvml_cli, operator_install, upstream
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
     ClusterError,
@@ -29,6 +29,7 @@ from simcluster.controlplane import (
     ControlPlane,
     free_port,
     port_in_use,
+    state_dir,
 )
 from simcluster.hosts import cli as hosts_cli
 from simcluster.hosts import deployment as hosts_deployment
@@ -39,15 +40,6 @@ DEFAULT_PORT = 6443
 # Who runs the GPU Operator's controller when `up` is not told (nor $SIMCLUSTER_OPERATOR): NVIDIA's own.
 # The simulated controller is for scale runs that opt in (--simulated-operator).
 DEFAULT_OPERATOR = REAL
-
-
-def state_dir(explicit: str | None = None) -> Path:
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    if os.environ.get("SIMCLUSTER_DIR"):
-        return Path(os.environ["SIMCLUSTER_DIR"]).expanduser().resolve()
-    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
-    return base / "simcluster" / "default"
 
 
 def _client(state: ClusterState) -> KubeClient:
@@ -410,7 +402,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"simcluster: NVIDIA components in {nvidia.directory} (gpu-operator {upstream.OPERATOR_VERSION}, "
           f"mig-parted {upstream.MIG_PARTED_VERSION} with go-nvlib {upstream.GO_NVLIB_VERSION}, "
           f"go-nvml {upstream.GO_NVML_VERSION})")
-    print(f"simcluster: GPU-less NVML in {nvml.build() / nvml.LIBRARY_NAME}")
+    print(f"simcluster: GPU-less NVML in {nvml_build.build() / nvml.LIBRARY_NAME}")
     return 0
 
 
@@ -422,7 +414,7 @@ PATHS = {
     "mig-oracle": lambda: upstream.build().mig_oracle,
     "assets": lambda: upstream.build().assets,
     "manifests": lambda: upstream.build().manifests,
-    "nvml": lambda: nvml.build() / nvml.LIBRARY_NAME,
+    "nvml": lambda: nvml_build.build() / nvml.LIBRARY_NAME,
     "mig-parted-systemd": lambda: hosts_deployment.systemd_dir(),
 }
 

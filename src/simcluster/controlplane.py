@@ -66,6 +66,17 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def state_dir(explicit: str | None = None) -> Path:
+    """Where a cluster keeps its state: ``explicit`` (--state-dir), else $SIMCLUSTER_DIR, else the user's state
+    directory's ``simcluster/default``."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    if os.environ.get("SIMCLUSTER_DIR"):
+        return Path(os.environ["SIMCLUSTER_DIR"]).expanduser().resolve()
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return base / "simcluster" / "default"
+
+
 @dataclass
 class ClusterState:
     directory: str

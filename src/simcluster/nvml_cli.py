@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from simcluster import nvml
+from simcluster import nvml, nvml_build
 from simcluster.binaries import BuildError
 
 
@@ -57,7 +57,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     nvml.load(_state(args))  # a clear error before anything is mounted
-    nvml.exec_on_host(_state(args), command, nvml.build())
+    nvml.exec_on_host(_state(args), command, nvml_build.build())
     return 127  # not reached: exec_on_host replaces this process
 
 
@@ -66,11 +66,11 @@ def cmd_state(args: argparse.Namespace) -> int:
     mig-parted is switched on, else its GPUs (the simulator's node annotations) written as one, so that NVIDIA's
     mig-parted can be run against what the simulator holds."""
     from migrollout.kube import Connection, KubeClient, KubeError
-    from simcluster import cli, nvml_node
-    from simcluster.controlplane import ClusterState
+    from simcluster import nvml_node
+    from simcluster.controlplane import ClusterState, state_dir
     from simcluster.sim import hardware
 
-    directory = cli.state_dir(args.state_dir)
+    directory = state_dir(args.state_dir)
     cluster = ClusterState.load(directory)
     if cluster is None:
         raise nvml.NvmlError(f"no cluster in {directory}; start one with 'simcluster up'")

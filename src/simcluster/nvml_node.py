@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simcluster import nvml
+from simcluster import nvml, nvml_build
 from simcluster.sim import hardware
 from simcluster.sim.mig_parted import Outcome
 
@@ -178,7 +178,7 @@ def from_environment(state_dir: Path | None) -> RealMigParted | None:
     from simcluster import upstream
 
     built = upstream.find()
-    library = nvml.find()
+    library = nvml_build.find()
     if built is None or library is None:
         raise nvml.NvmlError(f"{REAL_MIG_PARTED_ENV}=1 needs nvidia-mig-parted and {nvml.LIBRARY_NAME} built: "
                              f"run 'simcluster build'")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simcluster import nvml, nvml_node, upstream
+from simcluster import nvml, nvml_build, nvml_node, upstream
 from simcluster.sim import gpus
 from simcluster.sim import mig_parted as simulated_mig_parted
 from simcluster.sim.hardware import Gpu
@@ -34,9 +34,9 @@ MIG_MODELS = [model.key for model in gpus.described().models if model.mig_capabl
 
 @pytest.fixture(scope="session")
 def nvml_library() -> Path:
-    found = nvml.find()
+    found = nvml_build.find()
     if found is None:
-        pytest.fail(f"{nvml.LIBRARY_NAME} is not built (expected in {nvml.library_dir()}): run 'make binaries' "
+        pytest.fail(f"{nvml.LIBRARY_NAME} is not built (expected in {nvml_build.library_dir()}): run 'make binaries' "
                     f"(or 'simcluster build') first", pytrace=False)
     return found
 

@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from simcluster import nvml, nvml_node, upstream
+from simcluster import nvml, nvml_build, nvml_node, upstream
 from simcluster.sim import hardware
 from simcluster.testing import SimCluster
 
@@ -16,7 +16,7 @@ FLEET = Path(__file__).resolve().parents[1] / "fleets" / "small.yaml"
 
 
 def test_the_mig_manager_applies_with_the_real_mig_parted_when_switched_on(tmp_path, monkeypatch):
-    built, library = upstream.find(), nvml.find()
+    built, library = upstream.find(), nvml_build.find()
     assert built is not None and library is not None, "run 'simcluster build' first"
     monkeypatch.setenv(nvml_node.REAL_MIG_PARTED_ENV, "1")
     cluster = SimCluster.start(tmp_path / "c", FLEET, operator="simulated", nfd=False)

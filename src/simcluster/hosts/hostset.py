@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from simcluster import fleet as fleet_file
-from simcluster import nvml
+from simcluster import nvml, nvml_build
 from simcluster.hosts import slurm as slurm_files
 
 SUBNET = "169.254.77"
@@ -175,7 +175,7 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
         for sub in ("bin", "lib64"):
             (root / "usr-local" / "nvidia" / sub).mkdir(parents=True)
         binds += [[str(view / "pci-devices"), "/sys/bus/pci/devices"],
-                  [str(view / "bin"), f"{DRIVER_DIR}/bin"], [str(nvml.build()), f"{DRIVER_DIR}/lib64"]]
+                  [str(view / "bin"), f"{DRIVER_DIR}/bin"], [str(nvml_build.build()), f"{DRIVER_DIR}/lib64"]]
         on_boot.append(["ldconfig"])
         on_reboot.append([sys.executable, "-c", "import sys; from pathlib import Path; from simcluster import nvml; "
                           "nvml.reboot(Path(sys.argv[1]))", GPU_STATE_FILE])  # the path inside the host

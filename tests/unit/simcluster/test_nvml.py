@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from simcluster import nvml
+from simcluster import nvml, nvml_build
 
 
 @pytest.fixture
@@ -131,14 +131,14 @@ def test_stubs_cover_every_declared_function_not_implemented():
                                                unsigned int *speed); // trailing
     const DECLDIR char* nvmlErrorString(nvmlReturn_t result);
     """
-    text, names = nvml.not_supported_stubs(header, {"nvmlInit_v2"})
+    text, names = nvml_build.not_supported_stubs(header, {"nvmlInit_v2"})
     assert names == ["nvmlDeviceGetFanSpeed"]
     assert ("nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t device, unsigned int *speed) "
             "{ return NVML_ERROR_NOT_SUPPORTED; }") in text
 
 
 def test_the_library_implements_what_mig_parted_calls():
-    implemented = nvml.implemented_functions()
+    implemented = nvml_build.implemented_functions()
     for name in ("nvmlInit_v2", "nvmlShutdown", "nvmlDeviceGetCount_v2", "nvmlDeviceGetHandleByIndex_v2",
                  "nvmlDeviceGetHandleByPciBusId_v2", "nvmlDeviceGetHandleByUUID", "nvmlDeviceGetMigMode",
                  "nvmlDeviceSetMigMode", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetGpuInstanceProfileInfo",
