@@ -130,7 +130,7 @@ def mig_manager_pod(cluster, node: str) -> dict:
 
 
 def test_a_mig_manager_stuck_in_pending_is_restarted_once_and_the_node_finishes(cluster, tmp_path):
-    node = nodes_of(cluster, "msgs")[4]
+    node = nodes_of(cluster, "stuck")[0]
     stuck = mig_manager_pod(cluster, node)
     inject_fault(cluster, node, "stuck-pending-once")   # its next run leaves pending, as mig-parted#485 does
     result = run_rollout(cluster, tmp_path, "-e", f"mig_config={TARGET}", "-e", "mig_rollout_pending_timeout=5",
