@@ -1,21 +1,8 @@
 # The rollout lock as the modules take it (one source: module_utils.option_specs: FENCE_OPTIONS, ROLLOUT_LOCK_SPEC).
 # DOCUMENTATION: the fence of the steps that change a node during a rollout (ROLLOUT_LOCK_SPEC).
 # FENCE: the lock read by the report, which says whether the run lost it (FENCE_OPTIONS).
-
-# The suboptions both take (FENCE_OPTIONS), indented as suboptions of rollout_lock.
-_FENCE_SUBOPTIONS = r"""
-      holder:
-        description: The run's holder identity.
-        type: str
-        required: true
-      namespace:
-        description: The namespace of the Lease.
-        type: str
-      state_file:
-        description: The run's lock state file.
-        type: path
-        required: true"""
-
+# Both are whole string literals: ansible-test's yamllint sanity test reads doc fragments without running them,
+# so their three shared suboptions (holder, namespace, state_file) are written out in each.
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
@@ -30,7 +17,18 @@ options:
         suspended machine), or when the run's C(ansible-playbook) process is gone.
       - Without it the step runs unfenced (outside a rollout).
     type: dict
-    suboptions:""" + _FENCE_SUBOPTIONS + r"""
+    suboptions:
+      holder:
+        description: The run's holder identity.
+        type: str
+        required: true
+      namespace:
+        description: The namespace of the Lease.
+        type: str
+      state_file:
+        description: The run's lock state file.
+        type: path
+        required: true
       events:
         description:
           - Write a Kubernetes Event (C(events.k8s.io/v1)) on the node for each part of this step, reporting controller
@@ -52,4 +50,16 @@ options:
       - The run's rollout lock, as M(nvidia_mig.rollout.mig_rollout_lock) returns it (its C(fence)); the report says
         whether the run lost it. Read before the lock is released (releasing removes its state file).
     type: dict
-    suboptions:""" + _FENCE_SUBOPTIONS + "\n"
+    suboptions:
+      holder:
+        description: The run's holder identity.
+        type: str
+        required: true
+      namespace:
+        description: The namespace of the Lease.
+        type: str
+      state_file:
+        description: The run's lock state file.
+        type: path
+        required: true
+"""
