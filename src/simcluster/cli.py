@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from migrollout.kube import Connection, KubeClient, KubeError
-from simcluster import binaries, certs, identities, nvml, nvml_build, nvml_cli, operator_install, upstream
+from simcluster import binaries, certs, identities, nvml_build, nvml_cli, operator_install, upstream
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
     ClusterError,
@@ -402,7 +402,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"simcluster: NVIDIA components in {nvidia.directory} (gpu-operator {upstream.OPERATOR_VERSION}, "
           f"mig-parted {upstream.MIG_PARTED_VERSION} with go-nvlib {upstream.GO_NVLIB_VERSION}, "
           f"go-nvml {upstream.GO_NVML_VERSION})")
-    print(f"simcluster: GPU-less NVML in {nvml_build.build() / nvml.LIBRARY_NAME}")
+    print(f"simcluster: GPU-less NVML in {nvml_build.build() / nvml_build.LIBRARY_NAME}")
     return 0
 
 
@@ -414,7 +414,7 @@ PATHS = {
     "mig-oracle": lambda: upstream.build().mig_oracle,
     "assets": lambda: upstream.build().assets,
     "manifests": lambda: upstream.build().manifests,
-    "nvml": lambda: nvml_build.build() / nvml.LIBRARY_NAME,
+    "nvml": lambda: nvml_build.build() / nvml_build.LIBRARY_NAME,
     "mig-parted-systemd": lambda: hosts_deployment.systemd_dir(),
 }
 

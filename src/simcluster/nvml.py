@@ -4,8 +4,8 @@ What it is for: NVIDIA's real ``nvidia-mig-parted`` (``apply``, ``assert``, ``ex
 of a host that has none. The pieces:
 
 - the library (``gobuild/nvml/``, built by ``simcluster build`` with cgo ``-buildmode=c-shared`` into the
-  cache by ``simcluster.nvml_build``; ``simcluster path nvml``): NVML's C ABI, every answer read from the state file named by
-  ``SIMCLUSTER_NVML_STATE`` and every mutation written back under the file's lock. The entry points that
+  cache: ``simcluster.nvml_build``; ``simcluster path nvml``): NVML's C ABI, every answer read from the state
+  file named by ``SIMCLUSTER_NVML_STATE`` and every mutation written back under the file's lock. The entry points that
   mig-parted and go-nvlib call are implemented; every other one declared in go-nvml's ``nvml.h`` is
   generated at build time and answers ``NVML_ERROR_NOT_SUPPORTED``.
 - the state file (``simcluster nvml init``): the model's MIG tables (go-nvml's recorded tables through
@@ -19,8 +19,8 @@ of a host that has none. The pieces:
 - a reset (the ``nvidia-smi`` stand-in) and a reboot (``simcluster nvml reboot``) act on the file as the
   hardware does: see ``reset_gpus`` and ``reboot``.
 
-This module imports only the standard library (and ``nvml_build``, which does too) at the top: ``exec`` and the ``nvidia-smi`` stand-in start
-once per mig-parted call and per reset.
+This module imports only the standard library (and ``nvml_build``, which does too) at the top: the
+``nvidia-smi`` stand-in starts once per reset.
 """
 
 from __future__ import annotations

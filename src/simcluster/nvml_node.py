@@ -180,7 +180,7 @@ def from_environment(state_dir: Path | None) -> RealMigParted | None:
     built = upstream.find()
     library = nvml_build.find()
     if built is None or library is None:
-        raise nvml.NvmlError(f"{REAL_MIG_PARTED_ENV}=1 needs nvidia-mig-parted and {nvml.LIBRARY_NAME} built: "
+        raise nvml.NvmlError(f"{REAL_MIG_PARTED_ENV}=1 needs nvidia-mig-parted and {nvml_build.LIBRARY_NAME} built: "
                              f"run 'simcluster build'")
     workdir = (state_dir if state_dir is not None else Path(tempfile.mkdtemp(prefix="simcluster-nvml-"))) / "nvml"
     return RealMigParted(built.mig_parted, library, workdir)

@@ -36,7 +36,7 @@ MIG_MODELS = [model.key for model in gpus.described().models if model.mig_capabl
 def nvml_library() -> Path:
     found = nvml_build.find()
     if found is None:
-        pytest.fail(f"{nvml.LIBRARY_NAME} is not built (expected in {nvml_build.library_dir()}): run 'make binaries' "
+        pytest.fail(f"{nvml_build.LIBRARY_NAME} is not built (expected in {nvml_build.library_dir()}): run 'make binaries' "
                     f"(or 'simcluster build') first", pytrace=False)
     return found
 
@@ -299,7 +299,7 @@ def test_concurrent_mutations_from_many_processes_are_all_kept(tmp_path, nvml_li
     with nvml.mutating(state) as data:
         data["gpus"][0]["mig"] = {"current": 1, "pending": 1}
     env = {**os.environ, nvml.STATE_ENV: str(state)}
-    library = str(nvml_library / nvml.LIBRARY_NAME)
+    library = str(nvml_library / nvml_build.LIBRARY_NAME)
     processes = [subprocess.Popen([sys.executable, "-c", _CREATE_ONE_GPU_INSTANCE, library, "0"], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
     answers = []
