@@ -359,6 +359,9 @@ def write_inventory(state: Path) -> Path:
             groups.setdefault("slurm_controller", {"hosts": {}})["hosts"][host.name] = entry
     inventory = {"all": {
         "vars": {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3", "ansible_pipelining": True,
+                 # Forks that delegate to the Slurm controller at once race to open its shared SSH connection
+                 # ("Data could not be sent to remote host"): retried, as on a busy site.
+                 "ansible_ssh_retries": 3,
                  "ansible_ssh_common_args": common.replace("-i " + str(state / "ssh" / "id_ed25519") + " ", ""),
                  "ansible_ssh_private_key_file": str(state / "ssh" / "id_ed25519")},
         "children": groups}}
