@@ -1,6 +1,11 @@
 # Run on a GPU host by the plan (python3 -c): what is installed, the persisted config, whether mig-parted asserts
 # the wanted config, the rollout record. Prints one JSON object. Arguments: binary, config file, wanted config.
-import hashlib, json, os, re, subprocess, sys  # noqa: E401
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
 
 binary, config, wanted = sys.argv[1:4]
 
