@@ -52,15 +52,22 @@ def configured(hosts):
 
 def test_check_mode_plans_and_changes_nothing(configured):
     hosts = configured
-    before = {name: (hosts.root(name) / "gpu" / "state.json").read_text() for name in hosts.names()}
+    def snapshot(name: str) -> dict[str, bytes]:
+        """The host's GPU state and every file under its /etc and /usr/local."""
+        root = hosts.root(name)
+        files = [root / "gpu" / "state.json", *sorted(p for d in ("etc", "usr-local") for p in (root / d).rglob("*")
+                                                      if p.is_file() and not p.is_symlink())]
+        return {str(p): p.read_bytes() for p in files}
+
+    before = {name: snapshot(name) for name in hosts.names()}
     done = run_playbook(hosts, check=True)
     assert done.returncode == 0, done.stdout[-3000:]
     for name in hosts.names():
         pool = hosts.plan[name].pool
-        assert f"{name}: change (- -> {CONFIGS[pool]})" in " ".join(done.stdout.split())
-        assert (hosts.root(name) / "gpu" / "state.json").read_text() == before[name]
-        assert not (hosts.root(name) / "etc" / "nvidia-mig-manager").exists()
-        assert not (hosts.root(name) / "usr-local" / "bin" / "nvidia-mig-parted").exists()
+        text = " ".join(done.stdout.split())
+        assert f"{name}: change (" in text and f"{name}: change ({text.split(f'{name}: change (')[1].split(' -> ')[0]}" \
+            f" -> {CONFIGS[pool]})" in text
+        assert snapshot(name) == before[name], name
 
 
 def test_mixed_fleet_reaches_its_configs_within_the_window(configured):
