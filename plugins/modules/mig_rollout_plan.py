@@ -158,7 +158,7 @@ problems:
 """
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from ansible_collections.nvidia_mig.rollout.plugins.module_utils.kube_task import (
@@ -306,22 +306,28 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     how = Maintenance(tuple(maintenance), params["cordon"], Options.from_params(params), pod_selector,
                       params["list_pods"], pool_by=chosen.get("mig_rollout_pool_by") or "pool",
                       pool_label=chosen.get("mig_rollout_pool_label") or "gpu-pool")
+    waiting = chosen.get("mig_rollout_capacity_policy") == "wait" and not ctx.check_mode
+    timeout = float(chosen.get("mig_rollout_capacity_timeout") or 0)
     waited_since, first_seen = time.monotonic(), []
     while True:
         view = gather(ctx, params["list_pods"])
         plans = order([plan_node(view, name, desired, how) for name, desired in params["nodes"].items()])
         upgrading = driver_upgrades(view, plans, how)
-        first_seen = first_seen or upgrading
         if not upgrading:
             break
-        waiting = chosen.get("mig_rollout_capacity_policy") == "wait" and not ctx.check_mode
-        timeout = float(chosen.get("mig_rollout_capacity_timeout") or 0)
-        if not waiting or time.monotonic() - waited_since >= timeout:
-            waited = f" (waited {time.monotonic() - waited_since:.0f} s)" if waiting else ""
-            raise TaskFailed(f"the rollout cannot start, nothing was changed{waited}: "
-                             + driver_upgrade.refusal(upgrading),
-                             driver_upgrades=[asdict(u) for u in upgrading])
-        time.sleep(min(DRIVER_UPGRADE_POLL_S, max(0.1, timeout - (time.monotonic() - waited_since))))
+        first_seen = first_seen or upgrading
+        while upgrading:
+            if not waiting or time.monotonic() - waited_since >= timeout:
+                waited = f" (waited {time.monotonic() - waited_since:.0f} s)" if waiting else ""
+                raise TaskFailed(f"the rollout cannot start, nothing was changed{waited}: "
+                                 + driver_upgrade.refusal(upgrading),
+                                 driver_upgrades=[asdict(u) for u in upgrading])
+            time.sleep(min(DRIVER_UPGRADE_POLL_S, max(0.1, timeout - (time.monotonic() - waited_since))))
+            # While it waits, only the nodes are read again (one LIST, not the whole cluster every few seconds);
+            # once the upgrade is over, the cluster is read and planned again (it moved pods, cordoned nodes).
+            listed, _ = ctx.api.list("/api/v1/nodes", what="list nodes")
+            upgrading = driver_upgrades(replace(view, nodes={n["metadata"]["name"]: n for n in listed}), plans,
+                                        how)
     try:
         scheduled = schedule_rollout(view, plans, chosen, how)
     except ValueError as exc:
