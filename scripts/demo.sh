@@ -29,8 +29,8 @@ kubectl get nodes -L gpu-pool,nvidia.com/gpu.product
 step "Install NVIDIA's GPU Operator (no internet here: its chart from the pinned module; on a real cluster, NVIDIA's repository)"
 ansible-playbook playbooks/nvidia-gpu-operator.yml -e gpu_operator_chart_path="$(simcluster path chart)"
 
-step "Least-privilege roles for the rollout, and some GPU workloads"
-kubectl apply -f rbac/mig-rollout.yaml -f rbac/bind-example.yaml -f demo/workloads.yaml
+step "Least-privilege roles for the rollout, its exact fence (an admission policy), and some GPU workloads"
+kubectl apply -f rbac/mig-rollout.yaml -f rbac/bind-example.yaml -f rbac/mig-rollout-fence.yaml -f demo/workloads.yaml
 kubectl wait --for=condition=Available deployment/train deployment/notebook deployment/web -n demo --timeout=120s
 kubectl get pods -n demo -o wide
 
