@@ -38,6 +38,11 @@ DEFAULT_POOL_LABEL = "gpu-pool"
 # A taint that marks GPU nodes as dedicated to GPU work (the GPU Operator's and Kubespray's convention):
 # every GPU workload tolerates it, so it does not take a node out of service.
 DEDICATED_TAINT_KEYS = ("nvidia.com/gpu",)
+# Taints the node lifecycle controller derives from the node's own state, which is judged from that state: the
+# cordon (spec.unschedulable) and readiness. Its taints lag the state (an uncordoned node keeps
+# node.kubernetes.io/unschedulable for a moment), so reading them would count a node back in service as out.
+DERIVED_TAINT_KEYS = ("node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
+                      "node.kubernetes.io/unreachable")
 
 
 class ScheduleError(ValueError):
@@ -63,7 +68,8 @@ def out_of_service(node: dict[str, Any]) -> str:
     if not nodes.is_ready(node):
         return "not Ready"
     for taint in nodes.node_taints(node):
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and taint.get("key") not in DEDICATED_TAINT_KEYS:
+        if (taint.get("effect") in ("NoSchedule", "NoExecute")
+                and taint.get("key") not in DEDICATED_TAINT_KEYS + DERIVED_TAINT_KEYS):
             value = f"={taint['value']}" if taint.get("value") else ""
             return f"tainted {taint.get('key')}{value}:{taint.get('effect')}"
     return ""

@@ -193,6 +193,10 @@ READY = {"conditions": [{"type": "Ready", "status": "True"}]}
     ({"taints": [{"key": "drain", "effect": "NoExecute"}]}, READY, "tainted drain:NoExecute"),
     ({"taints": [{"key": "soft", "effect": "PreferNoSchedule"}]}, READY, ""),
     ({"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}, READY, ""),
+    # Just uncordoned: the node lifecycle controller's mirror of the cordon lags the node's own state.
+    ({"taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}, READY, ""),
+    ({"unschedulable": True, "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}, READY,
+     "cordoned"),
 ])
 def test_out_of_service(spec, status, reason):
     assert out_of_service({"metadata": {"name": "x"}, "spec": spec, "status": status}) == reason
