@@ -67,7 +67,8 @@ def test_the_contexts_dependency_step_finds_the_core_and_helm(context: Path, tmp
     pip then resolves its requirements (the core from the carried wheel) into a virtualenv of the EE's ansible-core
     range."""
     collections = tmp_path / "collections"
-    subprocess.run([str(Path(sys.executable).parent / "ansible-galaxy"), "collection", "install", "-p",
+    # --force: ansible-galaxy skips a collection it finds installed in any configured path (~/.ansible/collections).
+    subprocess.run([str(Path(sys.executable).parent / "ansible-galaxy"), "collection", "install", "--force", "-p",
                     str(collections), str(context / "_build" / "collections" / "nvidia_mig-rollout-0.2.0.tar.gz")],
                    check=True, capture_output=True, cwd=tmp_path)
     result = subprocess.run([sys.executable, str(context / "_build" / "scripts" / "introspect.py"), "introspect",
