@@ -188,6 +188,7 @@ class ControlPlane:
         self.dir = state.path
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
+        self.spawned: dict[str, subprocess.Popen[bytes]] = {}   # the processes this object started, by name
 
     # -- credentials ---------------------------------------------------------------------------------------
 
@@ -227,9 +228,18 @@ class ControlPlane:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, cwd=self.dir)
         log.close()
+        self.spawned[name] = process
         self.state.pids[name] = process.pid
         self.state.commands[name] = list(restart_args if restart_args is not None else args)
         self.state.save()
+
+    def _alive(self, name: str) -> bool:
+        """Whether ``name`` still runs: asked of its process handle when this object started it (exact), else
+        of the pid and command line the state recorded (a cluster started by another `up`)."""
+        process = self.spawned.get(name)
+        if process is not None:
+            return process.poll() is None
+        return self.state.running(name)
 
     def fail(self, name: str, what: str) -> ClusterError:
         return ClusterError(f"{name} {what}; last log lines ({self.logs / (name + '.log')}):\n"
@@ -245,7 +255,7 @@ class ControlPlane:
             context = ssl._create_unverified_context()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.state.running(name):
+            if not self._alive(name):
                 raise self.fail(name, "exited during start-up")
             try:
                 with urllib.request.urlopen(url, timeout=2, context=context) as response:
