@@ -81,6 +81,7 @@ molecule: binaries
 hosts: binaries
 	scripts/host-packages.sh
 	$(BIN)/pytest tests/hosts $(PYTEST_FLAGS)
+	scripts/molecule.sh -s baremetal
 
 bench: binaries browser
 	scripts/bench.sh

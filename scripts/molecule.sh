@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Molecule scenarios (default driver, localhost, each on its own simulated cluster).
-#   scripts/molecule.sh              every scenario
-#   scripts/molecule.sh -s rolling   one
+#   scripts/molecule.sh              every scenario but baremetal (make test)
+#   scripts/molecule.sh -s rolling   one (-s baremetal: the bare-metal test hosts, run by make hosts)
+# baremetal is left out of make test: its test hosts have a private /tmp, so a checkout under /tmp cannot serve
+# them its virtualenv's Python (their nvidia-smi stand-in execs it); see docs/baremetal.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$(.venv/bin/simcluster bin-dir):$PATH"
 if [ $# -eq 0 ]; then
-  exec molecule test --all
+  for scenario in molecule/*/; do
+    scenario=$(basename "$scenario")
+    [ "$scenario" = baremetal ] && continue
+    molecule test -s "$scenario"
+  done
+  exit 0
 fi
 exec molecule test "$@"
