@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$(.venv/bin/simcluster bin-dir):$PATH"
 if [ $# -eq 0 ]; then
-  for scenario in molecule/*/; do
-    scenario=$(basename "$scenario")
+  for config in molecule/*/molecule.yml; do
+    scenario=$(basename "$(dirname "$config")")
     [ "$scenario" = baremetal ] && continue
     molecule test -s "$scenario"
   done
