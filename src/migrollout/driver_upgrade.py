@@ -79,11 +79,6 @@ def under_way(nodes: Iterable[Mapping[str, Any]]) -> list[UpgradeState]:
     return sorted((s for s in found if in_progress(s.state)), key=lambda s: s.node)
 
 
-def failed(nodes: Iterable[Mapping[str, Any]]) -> list[UpgradeState]:
-    found = [UpgradeState(n["metadata"]["name"], state_of(n)) for n in nodes]
-    return sorted((s for s in found if s.state == FAILED), key=lambda s: s.node)
-
-
 def refusal(upgrading: list[UpgradeState], limit: int = 10) -> str:
     """One sentence naming the nodes whose driver upgrade is under way (the first ``limit``) and their states."""
     shown = ", ".join(s.sentence() for s in upgrading[:limit])
