@@ -62,9 +62,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    """The simulated cluster's node NODE as a host state: the one its MIG manager applies on when the real
-    mig-parted is switched on, else its GPUs (the simulator's node annotations) written as one, so that NVIDIA's
-    mig-parted can be run against what the simulator holds."""
+    """The simulated cluster's node NODE as a host state: the one its MIG manager runs NVIDIA's mig-parted on
+    (its UUIDs), holding the node's GPUs as they are now."""
     from migrollout.kube import Connection, KubeClient, KubeError
     from simcluster import nvml_node
     from simcluster.controlplane import ClusterState, state_dir
@@ -82,8 +81,10 @@ def cmd_state(args: argparse.Namespace) -> int:
     model = hardware.model_key(node)
     if model is None or hardware.gpu_count(node) == 0:
         raise nvml.NvmlError(f"node {args.node} has no simulated GPUs")
-    kept = directory / "nvml" / f"{args.node}.json"  # the MIG manager's host (SIMCLUSTER_REAL_MIG_PARTED=1)
-    data = nvml.load(kept) if kept.exists() else nvml_node.host_state(model, hardware.gpus(node))
+    # The host its MIG manager runs mig-parted on keeps the UUIDs; the node's GPUs are what they are now
+    # (a reboot since the last mig-parted call may have changed them).
+    kept = directory / "nvml" / f"{args.node}.json"
+    data = nvml_node.host_state(model, hardware.gpus(node), previous=nvml.load(kept) if kept.exists() else None)
     if args.write:
         target = Path(args.write).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""A simulated node's GPUs as a GPU-less NVML host, and back: the seam for running NVIDIA's real mig-parted
-on the nodes of the simulated cluster (issue 17, item 5; the MIG manager does not use it yet).
+"""A simulated node's GPUs as a GPU-less NVML host, and back: how the simulated cluster's MIG manager runs
+NVIDIA's real mig-parted on its nodes.
 
 The simulator keeps a node's GPUs as ``sim.hardware.Gpu`` values (MIG mode, pending mode, GPU instances at a
 placement with their compute instances, by profile name). ``host_state`` writes them as a host state file
@@ -10,17 +10,21 @@ ids, compute placements).
 
 from __future__ import annotations
 
-import os
+import hashlib
 import re
 import shlex
 import subprocess
 import tempfile
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simcluster import nvml, nvml_build
 from simcluster.sim import hardware
+from simcluster.sim.faults import NodeFaults
+from simcluster.sim.gpus import GpuModel
 from simcluster.sim.mig_parted import Outcome
 
 
@@ -44,8 +48,15 @@ def _compute_by_name(profile: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def host_state(model: str, gpus: list[hardware.Gpu], uuids: list[str] | None = None) -> dict[str, Any]:
-    """A host state holding these GPUs of ``model`` (a ``simcluster models`` key), as the library serves it."""
+def host_state(model: str, gpus: list[hardware.Gpu], uuids: list[str] | None = None,
+               previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A host state holding these GPUs of ``model`` (a ``simcluster models`` key), as the library serves it.
+    With ``previous`` (the host's last state), the GPUs keep their UUIDs and every compute instance still at
+    the same place keeps its MIG device UUID, as on hardware."""
+    if previous is not None and previous["model"]["key"] == model and len(previous["gpus"]) == len(gpus):
+        uuids = [gpu["uuid"] for gpu in previous["gpus"]]
+    else:
+        previous = None
     data = nvml.new_state(model, len(gpus))
     profiles = _profiles_by_name(data)
     for index, (gpu, record) in enumerate(zip(gpus, data["gpus"], strict=True)):
@@ -60,6 +71,7 @@ def host_state(model: str, gpus: list[hardware.Gpu], uuids: list[str] | None = N
                 raise ConversionError(f"GPU {index}: {instance.profile} is not a GPU instance profile of {model}")
             size = profile["placements"][0]["size"] if profile["placements"] else 1
             computes = _compute_by_name(profile)
+            kept = _mig_uuids(previous["gpus"][index]) if previous is not None else {}
             compute_instances: list[dict[str, Any]] = []
             taken: list[tuple[int, int]] = []
             for ci_id, name in enumerate(instance.compute):
@@ -69,11 +81,19 @@ def host_state(model: str, gpus: list[hardware.Gpu], uuids: list[str] | None = N
                                           f"{instance.profile}")
                 start = _first_free(taken, profile["slice_count"], compute["slice_count"])
                 taken.append((start, compute["slice_count"]))
+                place = (instance.start, profile["id"], start, compute["id"])
                 compute_instances.append({"id": ci_id, "profile_id": compute["id"], "start": start,
-                                          "size": compute["slice_count"], "uuid": nvml.new_mig_uuid()})
+                                          "size": compute["slice_count"],
+                                          "uuid": kept.get(place) or nvml.new_mig_uuid()})
             record["gpu_instances"].append({"id": number, "profile_id": profile["id"], "start": instance.start,
                                             "size": size, "compute_instances": compute_instances})
     return data
+
+
+def _mig_uuids(gpu: dict[str, Any]) -> dict[tuple[int, int, int, int], str]:
+    """A GPU's MIG device UUIDs by where they are: (GPU instance start, its profile, compute start, profile)."""
+    return {(gi["start"], gi["profile_id"], ci["start"], ci["profile_id"]): ci["uuid"]
+            for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]}
 
 
 def _first_free(taken: list[tuple[int, int]], slices: int, size: int) -> int:
@@ -115,72 +135,143 @@ def _message(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+def host_faults(faults: NodeFaults) -> dict[str, bool]:
+    """The node's fault knobs that are the host's hardware: ``reboot_required`` is a reset that leaves a MIG
+    mode change pending, ``apply_fails`` a GPU instance creation that NVML refuses."""
+    return {"reset_keeps_pending": faults.reboot_required, "create_fails": faults.apply_fails}
+
+
 @dataclass
 class RealMigParted:
-    """``nvidia-mig-parted apply --mode-only`` and ``apply`` run for real on a simulated node's GPUs: the
-    node's GPUs are written as a host state in ``workdir`` (one per node, UUIDs kept between calls), the real
-    binary runs in that host's view, and the GPUs are read back. Same results as ``sim.mig_parted``'s mirrored
-    ``apply_mode`` and ``apply`` (an ``Outcome``), so the simulated MIG manager can take either."""
+    """NVIDIA's ``nvidia-mig-parted`` (``assert``, ``assert --mode-only``, ``apply --mode-only``, ``apply``) run
+    for real on a simulated node's GPUs through the GPU-less NVML: the node's GPUs are written as the host state
+    ``<workdir>/<node>.json`` (UUIDs kept between calls), the binary runs in that host's view, and the GPUs are
+    read back from what it left.
+
+    A command's outcome depends only on its input: the GPUs (mode, pending mode, instances), whether a process
+    holds them, the host's fault knobs, the config file and the config name. mig-parted is deterministic on
+    that input (UUIDs aside), so the binary runs once per distinct input, and a node that meets the same input
+    later gets the remembered outcome (exit status, mig-parted's message, the GPUs it left), with its own
+    UUIDs kept: a 200-node rollout of two models runs the binary a handful of times, not a thousand
+    (``docs/simcluster.md`` has the cost of each). ``runs`` and ``replays`` count both."""
 
     binary: Path
     library: Path
     workdir: Path
+    runs: int = 0
+    replays: int = 0
+    run_seconds: float = 0.0
+    _outcomes: dict[tuple, tuple[bool, str, str]] = field(default_factory=dict, repr=False)
+    _gates: dict[tuple, threading.Lock] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    MAX_REMEMBERED = 4096
+
+    def state_file(self, node: str) -> Path:
+        return (self.workdir / f"{node}.json").resolve()
+
+    def _previous(self, state: Path) -> dict[str, Any] | None:
+        try:
+            return nvml.load(state) if state.exists() else None
+        except nvml.NvmlError:
+            return None  # a damaged file is rewritten from the node's GPUs
+
+    def record(self, node: str, model: str, gpus: list[hardware.Gpu]) -> Path:
+        """Write the node's host state for these GPUs (when they differ from what it holds)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        state = self.state_file(node)
+        with nvml.locked(state):
+            previous = self._previous(state)
+            if previous is not None and previous["model"]["key"] == model and node_gpus(previous) == gpus:
+                return state
+            data = host_state(model, gpus, previous=previous)
+            if previous is not None:
+                data["faults"] = previous.get("faults", {})
+            nvml.save(state, data)
+        return state
 
     def _run(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
-             config: str, args: list[str], host_faults: dict[str, bool]) -> Outcome:
+             config: str, args: list[str], faults: dict[str, bool]) -> tuple[bool, str, list[hardware.Gpu]]:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        state = (self.workdir / f"{node}.json").resolve()
-        uuids = None
-        if state.exists():
-            previous = nvml.load(state)
-            if len(previous["gpus"]) == len(gpus) and previous["model"]["key"] == model:
-                uuids = [gpu["uuid"] for gpu in previous["gpus"]]
-        data = host_state(model, gpus, uuids)
-        data["faults"] = {name: True for name, on in host_faults.items() if on}
-        if gpu_in_use:
-            for gpu in data["gpus"]:
-                gpu["clients"] = [f"a running pod on {node}"]
+        state = self.state_file(node)
         with nvml.locked(state):
+            previous = self._previous(state)
+            data = host_state(model, gpus, previous=previous)
+            data["faults"] = {name: True for name, on in faults.items() if on}
+            if gpu_in_use:
+                for gpu in data["gpus"]:
+                    gpu["clients"] = [f"a running pod on {node}"]
             nvml.save(state, data)
         script = nvml.run_script(state)
-        if not script.exists() or shlex.quote(str(self.library)) not in script.read_text():
-            nvml.prepare_host(state, data, library=self.library)
+        same_host = previous is not None and previous["model"]["key"] == model and len(previous["gpus"]) == len(gpus)
+        if not same_host or not script.exists() or shlex.quote(str(self.library)) not in script.read_text():
+            nvml.prepare_host(state, data, library=self.library)  # the PCI tree shows the host's GPUs
         config_file = self.workdir / f"{node}.config.yaml"
         config_file.write_text(document)
+        started = time.monotonic()
         result = subprocess.run([str(script), str(self.binary), *args, "-f", str(config_file), "-c", config],
                                 capture_output=True, text=True, timeout=300)
-        after = node_gpus(nvml.load(state))
-        if result.returncode != 0:
-            return Outcome(after, False, _message(result.stderr))
-        return Outcome(after, True)
+        with self._lock:
+            self.runs += 1
+            self.run_seconds += time.monotonic() - started
+        with nvml.locked(state):
+            after = nvml.load(state)
+            for gpu in after["gpus"]:
+                gpu.pop("clients", None)  # the pod's hold is the kubelet's to say, call by call
+            nvml.save(state, after)
+        return result.returncode == 0, "" if result.returncode == 0 else _message(result.stderr), node_gpus(after)
 
-    def apply_mode(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
-                   config: str, reset_needs_reboot: bool = False) -> Outcome:
-        return self._run(node, model, gpus, gpu_in_use, document, config, ["apply", "--mode-only"],
-                         {"reset_keeps_pending": reset_needs_reboot})
+    def _command(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
+                 config: str, args: list[str], faults: NodeFaults) -> Outcome:
+        knobs = host_faults(faults)
+        key = (model.key, hardware.encode(gpus), gpu_in_use, tuple(sorted(k for k, on in knobs.items() if on)),
+               tuple(args), hashlib.sha256(document.encode()).hexdigest(), config)
+        with self._lock:
+            gate = self._gates.setdefault(key, threading.Lock())
+        with gate:  # nodes meeting the same input at once wait for one run of the binary
+            known = self._outcomes.get(key)
+            if known is None:
+                ok, message, after = self._run(node, model.key, gpus, gpu_in_use, document, config, args, knobs)
+                with self._lock:
+                    if len(self._outcomes) >= self.MAX_REMEMBERED:
+                        self._outcomes.clear()
+                        self._gates = {key: gate}
+                    self._outcomes[key] = (ok, message, hardware.encode(after))
+                return Outcome(after, ok, message)
+        ok, message, encoded = known
+        after = hardware.decode(encoded)
+        with self._lock:
+            self.replays += 1
+        self.record(node, model.key, after)
+        return Outcome(after, ok, message)
 
-    def apply(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
-              config: str, create_fails: bool = False, reset_needs_reboot: bool = False) -> Outcome:
-        # A full apply changes the mode first when it is wrong (and resets): the reset fault holds here too.
-        return self._run(node, model, gpus, gpu_in_use, document, config, ["apply"],
-                         {"create_fails": create_fails, "reset_keeps_pending": reset_needs_reboot})
+    # The four commands of the MIG manager's sequence (reconfigure-mig.sh and its Go port).
+
+    def assert_config(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], gpu_in_use: bool,
+                      document: str, config: str, faults: NodeFaults) -> bool:
+        return self._command(node, model, gpus, gpu_in_use, document, config, ["assert"], faults).ok
+
+    def assert_mode(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], gpu_in_use: bool,
+                    document: str, config: str, faults: NodeFaults) -> bool:
+        return self._command(node, model, gpus, gpu_in_use, document, config, ["assert", "--mode-only"], faults).ok
+
+    def apply_mode(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], gpu_in_use: bool,
+                   document: str, config: str, faults: NodeFaults) -> Outcome:
+        return self._command(node, model, gpus, gpu_in_use, document, config, ["apply", "--mode-only"], faults)
+
+    def apply(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], gpu_in_use: bool,
+              document: str, config: str, faults: NodeFaults) -> Outcome:
+        return self._command(node, model, gpus, gpu_in_use, document, config, ["apply"], faults)
 
 
-REAL_MIG_PARTED_ENV = "SIMCLUSTER_REAL_MIG_PARTED"
-
-
-def from_environment(state_dir: Path | None) -> RealMigParted | None:
-    """The switch of issue 17's item 5, off unless ``SIMCLUSTER_REAL_MIG_PARTED=1``: the simulated MIG manager
-    then applies with NVIDIA's real mig-parted on per-node host states in ``<state dir>/nvml/``. Off by default:
-    it costs some 2 s of CPU per 8-GPU node (docs/simcluster.md)."""
-    if os.environ.get(REAL_MIG_PARTED_ENV) != "1":
-        return None
+def for_cluster(state_dir: Path | None) -> RealMigParted:
+    """The real mig-parted for a simulated cluster's MIG manager, its host states in ``<state dir>/nvml/``."""
     from simcluster import upstream
 
     built = upstream.find()
     library = nvml_build.find()
     if built is None or library is None:
-        raise nvml.NvmlError(f"{REAL_MIG_PARTED_ENV}=1 needs nvidia-mig-parted and {nvml_build.LIBRARY_NAME} built: "
-                             f"run 'simcluster build'")
+        raise nvml.NvmlError(f"the simulated MIG manager needs nvidia-mig-parted and {nvml_build.LIBRARY_NAME} "
+                             f"built: run 'simcluster build'")
     workdir = (state_dir if state_dir is not None else Path(tempfile.mkdtemp(prefix="simcluster-nvml-"))) / "nvml"
     return RealMigParted(built.mig_parted, library, workdir)

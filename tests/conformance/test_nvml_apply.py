@@ -25,6 +25,7 @@ import yaml
 from simcluster import nvml, nvml_build, nvml_node, upstream
 from simcluster.sim import gpus
 from simcluster.sim import mig_parted as simulated_mig_parted
+from simcluster.sim.faults import NodeFaults
 from simcluster.sim.hardware import Gpu
 
 GPUS_PER_HOST = 2
@@ -344,20 +345,19 @@ def test_the_simulators_apply_satisfies_nvidias_assert(tmp_path, built, nvml_lib
 
 def _both(model: str, gpus_before: list, config: str, document: str, oracle, real, *, in_use=False,
           reset_needs_reboot=False, create_fails=False):
-    """``apply --mode-only`` then ``apply`` of ``config``: the simulator's mirror and the real binary."""
+    """``apply --mode-only`` then ``apply`` of ``config``: the simulator's mirror and the real binary, called
+    as the MIG manager calls them."""
     catalogue_model = gpus.catalogue().get(model)
-    selection = simulated_mig_parted.select(oracle, document, config, catalogue_model, len(gpus_before))
-    mirrored_mode = simulated_mig_parted.apply_mode(catalogue_model, gpus_before, selection, in_use,
-                                                    reset_needs_reboot=reset_needs_reboot)
-    real_mode = real.apply_mode(f"{model}-node", model, gpus_before, in_use, document, config,
-                                reset_needs_reboot=reset_needs_reboot)
+    mirror = simulated_mig_parted.Mirrored(oracle)
+    faults = NodeFaults(reboot_required=reset_needs_reboot, apply_fails=create_fails)
+    node = f"{model}-node"
+    mirrored_mode = mirror.apply_mode(node, catalogue_model, gpus_before, in_use, document, config, faults)
+    real_mode = real.apply_mode(node, catalogue_model, gpus_before, in_use, document, config, faults)
     outcomes = {"mode": (mirrored_mode, real_mode)}
     if mirrored_mode.ok and real_mode.ok:
-        injected = "injected fault (apply_fails)" if create_fails else ""
         outcomes["apply"] = (
-            simulated_mig_parted.apply(catalogue_model, mirrored_mode.gpus, selection, in_use,
-                                       fails=lambda _index: injected),
-            real.apply(f"{model}-node", model, real_mode.gpus, in_use, document, config, create_fails=create_fails))
+            mirror.apply(node, catalogue_model, mirrored_mode.gpus, in_use, document, config, faults),
+            real.apply(node, catalogue_model, real_mode.gpus, in_use, document, config, faults))
     return outcomes
 
 
@@ -369,7 +369,7 @@ def _modes(outcome) -> list[tuple[bool, bool | None]]:
 def test_real_apply_on_a_nodes_gpus_agrees_with_the_simulators_mirror(tmp_path, built, nvml_library,
                                                                        default_mig_document, oracle, model):
     """simcluster.nvml_node.RealMigParted (the real binary on a node's GPUs) and sim.mig_parted (the mirror the
-    MIG manager runs today) from MIG disabled to a config, then to another, as the MIG manager calls them."""
+    MIG manager's unit tests run) from MIG disabled to a config, then to another, as the MIG manager calls them."""
     real = nvml_node.RealMigParted(built.mig_parted, nvml_library, tmp_path / "hosts")
     current = [Gpu()] * 2
     for config in ("all-balanced", "all-1g.10gb", "all-disabled"):
@@ -385,8 +385,8 @@ def test_real_apply_on_a_nodes_gpus_agrees_with_the_simulators_mirror(tmp_path, 
 def test_real_mode_only_apply_keeps_devices_when_the_mode_is_right(tmp_path, built, nvml_library,
                                                                     default_mig_document, oracle):
     """mig-parted v0.10.0's ``apply --mode-only`` asserts the mode first and does nothing when it is already
-    right (ApplyMigConfigWithHooks): the MIG devices stay. The simulator's mirror clears them (a difference
-    pinned here for issue 17's item 5; the full apply that follows ends the same either way)."""
+    right (ApplyMigConfigWithHooks): the MIG devices stay. The mirror of the unit tests clears them (the full
+    apply that follows ends the same either way; the running simulator uses the real one)."""
     real = nvml_node.RealMigParted(built.mig_parted, nvml_library, tmp_path / "hosts")
     model = "A100-SXM4-80GB"
     balanced = _both(model, [Gpu()] * 2, "all-balanced", default_mig_document, oracle, real)["apply"][1].gpus

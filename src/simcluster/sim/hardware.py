@@ -225,3 +225,8 @@ def gpus(node: dict[str, Any]) -> list[Gpu]:
 
 def encode(states: list[Gpu] | tuple[Gpu, ...]) -> str:
     return json.dumps([gpu.to_dict() for gpu in states], separators=(",", ":"))
+
+
+def decode(raw: str) -> list[Gpu]:
+    """The GPUs ``encode`` wrote."""
+    return [Gpu.from_dict(item) for item in json.loads(raw)]

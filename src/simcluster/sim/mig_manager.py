@@ -12,7 +12,6 @@ A run is the reconfigure sequence, one named step after another (``STEPS``), in 
   read-labels            the operand deploy labels and the state, as they are when the run starts
   load-config            the config file its pod reads (``mig_configs``)
   assert-valid-config    ``nvidia-mig-parted assert --valid-config`` (the real CLI): else ``failed``, no pending
-  select-entries         which entry applies to which GPU (mig-parted's selection, asked of mig-oracle)
   assert-applied         ``assert``: already applied -> ``success``, no GPU touched
   assert-mode            ``assert --mode-only``: a change is needed; after a reboot that did not take -> failed
   set-pending            ``nvidia.com/mig.config.state=pending``
@@ -29,6 +28,10 @@ A run is the reconfigure sequence, one named step after another (``STEPS``), in 
   restore-operands       deploy labels back from the values read at the start
   succeed                ``success``
 
+Every ``nvidia-mig-parted`` command is NVIDIA's real binary, run on the node's GPUs through the GPU-less NVML
+(``simcluster.nvml_node.RealMigParted``); the unit tests of this state machine pass the mirror
+(``mig_parted.Mirrored``) instead.
+
 Every exit (``failed`` or ``success``) rewrites the deploy labels from the values read at the start (``true``
 unless it was ``false``) before the state, unless restore-operands already did: the script rewrites
 device-plugin, GFD, DCGM exporter and DCGM (not nvsm), the Go port all it paused.
@@ -42,12 +45,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simcluster.fleet import Simulation
-from simcluster.sim import hardware, mig_parted, names
+from simcluster.sim import hardware, names
 from simcluster.sim.faults import NodeFaults
 from simcluster.sim.gpus import GpuModel
 from simcluster.sim.hardware import Gpu
 from simcluster.sim.mig_configs import GO_RECONFIGURE, WAITS_FOR_CLIENTS, MigConfigs, MigManagerPod
-from simcluster.sim.mig_parted import Selection, Selector
 from simcluster.sim.view import Clock, NodeView, Wake, Writer
 
 log = logging.getLogger("simcluster.mig-manager")
@@ -71,10 +73,10 @@ class Tools:
     settings: Simulation
     configs: MigConfigs
     validate: Callable[[str, str], tuple[bool, str]]  # nvidia-mig-parted assert --valid-config (document, config)
-    selector: Selector                                # mig-oracle
+    # nvidia-mig-parted's GPU commands (assert_config, assert_mode, apply_mode, apply) on a node's GPUs:
+    # nvml_node.RealMigParted, or mig_parted.Mirrored in unit tests
+    mig_parted: Any
     reboot: Callable[[str], None]
-    # NVIDIA's mig-parted run for real on the node's GPUs (simcluster.nvml_node; off unless switched on)
-    real_mig_parted: Any = None
 
 
 @dataclass
@@ -85,7 +87,6 @@ class Run:
     start_labels: dict[str, str | None] = field(default_factory=dict)
     start_state: str = ""
     document: str = ""
-    selection: Selection | None = None
     mode_change: bool = False
     wait_index: int = 0
     wait_started: float | None = None
@@ -179,26 +180,21 @@ def assert_valid_config(ctx: Context) -> Result:
     return NEXT
 
 
-def select_entries(ctx: Context) -> Result:
-    """Which entry of the config applies to each GPU, by mig-parted's selection (every later command uses it)."""
-    try:
-        ctx.run.selection = mig_parted.select(ctx.tools.selector, ctx.run.document, ctx.run.config, ctx.model,
-                                              len(ctx.gpus()))
-    except Exception as exc:  # mig-oracle disagreeing with the CLI would be a bug of ours: say so, do not guess
-        return Finish(names.FAILED, f"selecting the config's entries with mig-oracle failed: {exc}")
-    return NEXT
+def _on_gpus(ctx: Context, gpus: list[Gpu] | None = None) -> tuple[Any, ...]:
+    """What every mig-parted command is run with: the node, its GPUs and whether they are held, the file, the
+    config, the node's fault knobs."""
+    return (ctx.name, ctx.model, ctx.gpus() if gpus is None else gpus, ctx.view.gpu_in_use(), ctx.run.document,
+            ctx.run.config, ctx.faults)
 
 
 def assert_applied(ctx: Context) -> Result:
-    assert ctx.run.selection is not None
-    if mig_parted.assert_applied(ctx.model, ctx.gpus(), ctx.run.selection):
+    if ctx.tools.mig_parted.assert_config(*_on_gpus(ctx)):
         return Finish(names.SUCCESS, "already applied")
     return NEXT
 
 
 def assert_mode(ctx: Context) -> Result:
-    assert ctx.run.selection is not None
-    if mig_parted.assert_mode(ctx.model, ctx.gpus(), ctx.run.selection):
+    if ctx.tools.mig_parted.assert_mode(*_on_gpus(ctx)):
         return NEXT
     if ctx.run.start_state == names.REBOOTING:
         return Finish(names.FAILED, "MIG mode change did not take effect after rebooting")
@@ -275,19 +271,12 @@ def delete_validation_pods(ctx: Context) -> Result:
 
 
 def apply_mode(ctx: Context) -> Result:
-    assert ctx.run.selection is not None
-    if ctx.tools.real_mig_parted is not None:
-        outcome = ctx.tools.real_mig_parted.apply_mode(ctx.name, ctx.model.key, ctx.gpus(), ctx.view.gpu_in_use(),
-                                                       ctx.run.document, ctx.run.config,
-                                                       reset_needs_reboot=ctx.faults.reboot_required)
-    else:
-        outcome = mig_parted.apply_mode(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
-                                        reset_needs_reboot=ctx.faults.reboot_required)
+    outcome = ctx.tools.mig_parted.apply_mode(*_on_gpus(ctx))
     if outcome.gpus != ctx.gpus():
         ctx.set_gpus(outcome.gpus)
     if not outcome.ok:
         log.info("node %s: nvidia-mig-parted apply --mode-only: %s", ctx.name, outcome.message)
-    if mig_parted.assert_mode(ctx.model, outcome.gpus, ctx.run.selection):
+    if ctx.tools.mig_parted.assert_mode(*_on_gpus(ctx, outcome.gpus)):
         return NEXT
     if ctx.manager.with_reboot:
         ctx.set_state(names.REBOOTING)
@@ -299,21 +288,12 @@ def apply_mode(ctx: Context) -> Result:
 
 
 def apply_config(ctx: Context) -> Result:
-    assert ctx.run.selection is not None
     if ctx.run.apply_at is None:
         delay = ctx.faults.apply_delay_s
         ctx.run.apply_at = ctx.now + (delay if delay is not None else ctx.tools.settings.apply_delay_s)
     if ctx.now < ctx.run.apply_at:
         return Wait(ctx.run.apply_at - ctx.now)
-    injected = "injected fault (apply_fails)" if ctx.faults.apply_fails else ""
-    if ctx.tools.real_mig_parted is not None:
-        outcome = ctx.tools.real_mig_parted.apply(ctx.name, ctx.model.key, ctx.gpus(), ctx.view.gpu_in_use(),
-                                                  ctx.run.document, ctx.run.config,
-                                                  create_fails=ctx.faults.apply_fails,
-                                                  reset_needs_reboot=ctx.faults.reboot_required)
-    else:
-        outcome = mig_parted.apply(ctx.model, ctx.gpus(), ctx.run.selection, ctx.view.gpu_in_use(),
-                                   fails=lambda _index: injected)
+    outcome = ctx.tools.mig_parted.apply(*_on_gpus(ctx))
     if outcome.gpus != ctx.gpus():
         ctx.set_gpus(outcome.gpus)
     if not outcome.ok:
@@ -359,7 +339,6 @@ STEPS: tuple[ApplyStage, ...] = (
     ApplyStage("read-labels", read_labels),
     ApplyStage("load-config", load_config),
     ApplyStage("assert-valid-config", assert_valid_config),
-    ApplyStage("select-entries", select_entries),
     ApplyStage("assert-applied", assert_applied),
     ApplyStage("assert-mode", assert_mode),
     ApplyStage("set-pending", set_pending),

@@ -299,3 +299,34 @@ def apply(model: GpuModel, gpus: list[Gpu], selection: Selection, gpu_in_use: bo
         if error:
             return Outcome(result, False, f"error setting MIGConfig: {error}")
     return Outcome(result, True)
+
+
+class Mirrored:
+    """The mirrored commands above behind the interface of ``nvml_node.RealMigParted`` (which the running
+    simulator uses): the MIG manager's unit tests drive its state machine with this one, without binaries.
+    The conformance suite holds the two to the same results."""
+
+    def __init__(self, selector: Selector):
+        self.selector = selector
+
+    def _selection(self, model: GpuModel, document: str, config: str, count: int) -> Selection:
+        return select(self.selector, document, config, model, count)
+
+    def assert_config(self, node: str, model: GpuModel, gpus: list[Gpu], gpu_in_use: bool, document: str,
+                      config: str, faults: Any) -> bool:
+        return assert_applied(model, gpus, self._selection(model, document, config, len(gpus)))
+
+    def assert_mode(self, node: str, model: GpuModel, gpus: list[Gpu], gpu_in_use: bool, document: str,
+                    config: str, faults: Any) -> bool:
+        return assert_mode(model, gpus, self._selection(model, document, config, len(gpus)))
+
+    def apply_mode(self, node: str, model: GpuModel, gpus: list[Gpu], gpu_in_use: bool, document: str,
+                   config: str, faults: Any) -> Outcome:
+        return apply_mode(model, gpus, self._selection(model, document, config, len(gpus)), gpu_in_use,
+                          reset_needs_reboot=faults.reboot_required)
+
+    def apply(self, node: str, model: GpuModel, gpus: list[Gpu], gpu_in_use: bool, document: str,
+              config: str, faults: Any) -> Outcome:
+        injected = "injected fault (apply_fails)" if faults.apply_fails else ""
+        return apply(model, gpus, self._selection(model, document, config, len(gpus)), gpu_in_use,
+                     fails=lambda _index: injected)

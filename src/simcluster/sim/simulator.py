@@ -92,8 +92,8 @@ class Simulator:
         configs = MigConfigs(self._read_configmap, self._publish_configmap)
         self.mig_manager = MigManager(
             Tools(writer=self, clock=clock, wake=self.wake, settings=settings, configs=configs,
-                  validate=self.validate, selector=self.selector, reboot=self.reboot,
-                  real_mig_parted=nvml_node.from_environment(status_file.parent if status_file else None)),
+                  validate=self.validate, reboot=self.reboot,
+                  mig_parted=nvml_node.for_cluster(status_file.parent if status_file else None)),
             self.model, self.epoch)
         self.device_plugin = DevicePlugin(self, clock, self.wake, settings.device_plugin_delay_s,
                                           self.kubelet.ready_at, self.model, self.epoch)

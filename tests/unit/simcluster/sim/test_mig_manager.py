@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from simcluster import upstream
+from simcluster import nvml_node, upstream
 from simcluster.fleet import Simulation
 from simcluster.sim import gpus, hardware, names
 from simcluster.sim.boot import validator
 from simcluster.sim.hardware import Gpu
 from simcluster.sim.mig_configs import MigConfigs
 from simcluster.sim.mig_manager import POD_WAIT_TIMEOUT_S, STEPS, MigManager, Tools
+from simcluster.sim.mig_parted import Mirrored
 from simcluster.sim.view import NodeView
 
 NODE = "h100-1"
@@ -136,7 +137,7 @@ def gpu_node(config: str, states: list[Gpu] | None = None, **annotations: str) -
 
 class Harness:
     def __init__(self, image: str = SCRIPT_IMAGE, operands: bool = True, with_reboot: bool = False,
-                 validate: Any = fake_validate, selector: Any = None, model: str = "H100-SXM5-80GB",
+                 validate: Any = fake_validate, mig_parted: Any = None, model: str = "H100-SXM5-80GB",
                  states: list[Gpu] | None = None, **annotations: str):
         node = gpu_node("all-disabled", states, **annotations)
         node["metadata"]["annotations"][hardware.GPU_MODEL] = model
@@ -146,11 +147,11 @@ class Harness:
         self.cluster = FakeCluster(node, pods)
         self.clock = FakeClock()
         self.epoch = 0
-        catalogue = gpus.catalogue() if selector is not None else gpus.described()
+        catalogue = gpus.catalogue() if mig_parted is not None else gpus.described()
         tools = Tools(writer=self.cluster, clock=self.clock, wake=lambda _n, s: self.cluster.wakes.append(s),
                       settings=Simulation(apply_delay_s=1.0), configs=MigConfigs(self.cluster.read_configmap,
                                                                                  lambda _m: None),
-                      validate=validate, selector=selector or FakeSelector(),
+                      validate=validate, mig_parted=mig_parted or Mirrored(FakeSelector()),
                       reboot=self.cluster.reboots.append)
         self.manager = MigManager(tools, catalogue.find, lambda _node: self.epoch)
 
@@ -185,7 +186,7 @@ def start(harness: Harness, config: str) -> None:
 
 def test_the_steps_are_the_reconfigure_sequence_in_order():
     assert [step.name for step in STEPS] == [
-        "read-labels", "load-config", "assert-valid-config", "select-entries", "assert-applied", "assert-mode", "set-pending",
+        "read-labels", "load-config", "assert-valid-config", "assert-applied", "assert-mode", "set-pending",
         "pause-operands", "wait-operands", "delete-validation-pods", "apply-mode", "apply-config",
         "restart-validator", "restore-operands", "succeed"]
 
@@ -351,8 +352,14 @@ def nvidia() -> upstream.Upstream:
     return built
 
 
-def test_an_invalid_config_file_fails_with_mig_parteds_own_message(nvidia, caplog):
-    harness = Harness(operands=False, validate=validator(), selector=gpus.shared_oracle())
+@pytest.fixture
+def real_mig_parted(nvidia, tmp_path) -> nvml_node.RealMigParted:
+    """NVIDIA's mig-parted on the node's GPUs through the GPU-less NVML, as the running simulator uses it."""
+    return nvml_node.for_cluster(tmp_path)
+
+
+def test_an_invalid_config_file_fails_with_mig_parteds_own_message(real_mig_parted, caplog):
+    harness = Harness(operands=False, validate=validator(), mig_parted=real_mig_parted)
     harness.cluster.document = "version: v1\nmig-configs:\n  all-1g.10gb:\n    - devices: all\n"
     harness.set_config("all-1g.10gb")
     with caplog.at_level(logging.INFO, logger="simcluster.mig-manager"):
@@ -361,9 +368,9 @@ def test_an_invalid_config_file_fails_with_mig_parteds_own_message(nvidia, caplo
     assert "missing required field: mig-enabled" in caplog.text  # nvidia-mig-parted's words
 
 
-def test_a_layout_that_does_not_fit_the_placements_fails(nvidia):
+def test_a_layout_that_does_not_fit_the_placements_fails(real_mig_parted):
     # 2 x 3g.20gb take all 8 memory slices of an A100-40GB: no placement is left for the 2g.10gb.
-    harness = Harness(operands=False, validate=validator(), selector=gpus.shared_oracle(), model="A100-SXM4-40GB")
+    harness = Harness(operands=False, validate=validator(), mig_parted=real_mig_parted, model="A100-SXM4-40GB")
     harness.cluster.document = DOCUMENT + ('  too-much:\n    - devices: all\n      mig-enabled: true\n'
                                            '      mig-devices: {"3g.20gb": 2, "2g.10gb": 1}\n'
                                            '  fits:\n    - devices: all\n      mig-enabled: true\n'
@@ -380,12 +387,12 @@ def test_a_layout_that_does_not_fit_the_placements_fails(nvidia):
     assert sorted((i.profile, i.start) for i in harness.gpus()[0].instances) == [("3g.20gb", 4), ("4g.20gb", 0)]
 
 
-def test_device_filters_choose_the_entry_by_the_gpus_pci_id(nvidia):
+def test_device_filters_choose_the_entry_by_the_gpus_pci_id(real_mig_parted):
     # The operator's default all-1g.10gb has 7 per GPU on 80GB parts and 4 on 40GB parts, by device-filter.
     from simcluster.sim.boot import default_mig_document
 
     for model, count in (("A100-SXM4-80GB", 7), ("A100-SXM4-40GB", 4), ("H100-SXM5-80GB", 7)):
-        harness = Harness(operands=False, validate=validator(), selector=gpus.shared_oracle(), model=model)
+        harness = Harness(operands=False, validate=validator(), mig_parted=real_mig_parted, model=model)
         harness.cluster.document = default_mig_document()
         start(harness, "all-1g.10gb")
         harness.run_until_settled()
