@@ -58,6 +58,21 @@ def journal(hosts, name: str) -> list[tuple[float, str, str]]:
     return [(float(t), unit, event) for t, unit, event in (line.split() for line in path.read_text().splitlines())]
 
 
+def sshd_pids(hosts, name: str) -> list[int]:
+    """The host's sshd processes, seen from the machine (the host's PID namespace is a child of the machine's)."""
+    init = json.loads((hosts.state / "run.json").read_text())["hosts"][name]
+    namespace = os.readlink(f"/proc/{init}/ns/pid")
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "sshd" and \
+                    os.readlink(entry / "ns" / "pid") == namespace:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_gpus_that_cannot_be_reset_take_one_reboot(hosts):
     name = a100(hosts)[0]
     target = flipped(hosts, name)
@@ -160,9 +175,15 @@ def test_a_node_an_admin_drained_stays_drained(hosts):
 def test_a_host_that_does_not_answer_fails_with_a_clear_message(hosts):
     name = next(n for n in hosts.names() if hosts.plan[n].pool == "a30")
     # sshd's listener gone, and Ansible's persisted connection to the host closed: nothing answers any more.
-    # Every sshd of the host (its own PID namespace: no other host's) is stopped, Ansible's persisted connection too.
-    hosts.ssh(name, 'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sshd ] && kill ${p#/proc/}; done',
-              check=False)
+    # Every sshd of the host (its own PID namespace: no other host's) is stopped, Ansible's persisted connection too,
+    # by a shell of its own session: the one this SSH session runs dies with the session's sshd, which the glob's
+    # order may reach before the listener's.
+    hosts.ssh(name, """setsid sh -c 'sleep 0.3; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sshd ] && """
+                    """kill ${p#/proc/}; done' </dev/null >/dev/null 2>&1 &""", check=False)
+    deadline = time.monotonic() + 30
+    while sshd_pids(hosts, name):
+        assert time.monotonic() < deadline, f"{name}: sshd still runs"
+        time.sleep(0.2)
     try:
         done = run_playbook(hosts, "--limit", name, "-e", "mig_config=all-1g.6gb")
         assert done.returncode != 0

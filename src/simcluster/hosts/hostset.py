@@ -19,9 +19,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -161,13 +162,8 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
     (root / "boot_id").write_text("\n")
     gpu = root / "gpu"
     gpu.mkdir()
-    binds = [[str(state / "bin" / "systemctl"), "/usr/bin/systemctl"], [str(gpu), GPU_STATE_MOUNT]]
-    # The Python that runs simcluster's stand-ins on the host, when it lives in a directory the host has its own of.
-    python = Path(sys.base_prefix).resolve()
-    for hidden, private in (("/root", "root"), ("/usr/local", "usr-local"), ("/var", "var"), ("/tmp", "tmp")):
-        if python.is_relative_to(hidden):
-            (root / private / python.relative_to(hidden)).mkdir(parents=True, exist_ok=True)
-            binds.insert(0, [str(python), str(python)])
+    binds = [*_python_binds(root), [str(state / "bin" / "systemctl"), "/usr/bin/systemctl"],
+             [str(gpu), GPU_STATE_MOUNT]]
     on_boot: list[list[str]] = []
     on_reboot: list[list[str]] = []
     if host.gpu:
@@ -181,6 +177,49 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
                           "nvml.reboot(Path(sys.argv[1]))", GPU_STATE_FILE])  # the path inside the host
     return {"name": host.name, "address": host.address, "root": str(root), "gpus": host.gpu_count,
             "modules": str(nvml.host_dir(gpu / "state.json") / "modules") if host.gpu else "", "binds": binds, "on_boot": on_boot, "on_reboot": on_reboot, "reboot_s": 0}
+
+
+# The directories a host has its own of (bound over the machine's), and their folders in the host's root.
+PRIVATE_DIRS = (("/root", "root"), ("/usr/local", "usr-local"), ("/var", "var"), ("/tmp", "tmp"))
+
+
+def _python_paths() -> list[Path]:
+    """What simcluster's stand-ins on a host (nvidia-smi, the reboot of the GPU state) run: this Python by its
+    path (``sys.executable``: a virtualenv's), so its virtualenv, its base installation, and the import path
+    entry simcluster comes from (a checkout's ``src`` when installed in editable mode)."""
+    import simcluster
+
+    paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+             Path(simcluster.__file__).resolve().parent.parent}
+    if Path(sys.base_prefix).resolve() == Path("/usr/local"):
+        # A Python installed in /usr/local itself: its interpreter, standard library and shared library only,
+        # so that the host's own /usr/local (where the role installs) stays its own.
+        paths.discard(Path("/usr/local"))
+        paths |= {Path(sys.executable).resolve(), Path(sysconfig.get_path("stdlib")).resolve(),
+                  Path(sysconfig.get_path("platstdlib")).resolve()}
+        library = Path(sysconfig.get_config_var("LIBDIR") or "/nonexistent", sysconfig.get_config_var("LDLIBRARY") or "")
+        if library.is_file():
+            paths.add(library.resolve())
+    return [path for path in sorted(paths) if not any(path != other and path.is_relative_to(other) for other in paths)]
+
+
+def _python_binds(root: Path) -> list[list[str]]:
+    """Binds that show the host the Python its stand-ins run, where it lives in a directory the host has its
+    own of (a checkout under /tmp, a pyenv under /root): at the same path, over an empty mount point made in
+    the host's private copy. A checkout elsewhere (/work, /home, /opt) is visible as it is."""
+    binds: list[list[str]] = []
+    for path in _python_paths():
+        hidden = next(((PurePath(h), private) for h, private in PRIVATE_DIRS if path.is_relative_to(h)), None)
+        if hidden is None or path == hidden[0]:
+            continue
+        target = root / hidden[1] / path.relative_to(hidden[0])
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+        binds.append([str(path), str(path)])
+    return binds
 
 
 def _gpus(state_file: Path, host: Host) -> Path:
