@@ -11,6 +11,7 @@ ids, compute placements).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shlex
 import subprocess
@@ -164,6 +165,7 @@ class RealMigParted:
     _outcomes: dict[tuple, tuple[bool, str, str]] = field(default_factory=dict, repr=False)
     _gates: dict[tuple, threading.Lock] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _counts_timer: threading.Timer | None = field(default=None, repr=False)
 
     MAX_REMEMBERED = 4096
 
@@ -214,6 +216,7 @@ class RealMigParted:
         with self._lock:
             self.runs += 1
             self.run_seconds += time.monotonic() - started
+        self._write_counts()
         with nvml.locked(state):
             after = nvml.load(state)
             for gpu in after["gpus"]:
@@ -243,7 +246,31 @@ class RealMigParted:
         with self._lock:
             self.replays += 1
         self.record(node, model.key, after)
+        self._write_counts()
         return Outcome(after, ok, message)
+
+    COUNTS_FILE = "mig-parted-runs.json"
+
+    COUNTS_DELAY_S = 0.5
+
+    def _write_counts(self) -> None:
+        """``<workdir>/mig-parted-runs.json``: real runs, their seconds, replays (bench/rollout.py reports them),
+        written at most every half second (a write costs about as much as a replay)."""
+        with self._lock:
+            if self._counts_timer is not None:
+                return
+            self._counts_timer = threading.Timer(self.COUNTS_DELAY_S, self._flush_counts)
+            self._counts_timer.daemon = True
+            self._counts_timer.start()
+
+    def _flush_counts(self) -> None:
+        with self._lock:
+            self._counts_timer = None
+            counts = {"runs": self.runs, "run_seconds": round(self.run_seconds, 3), "replays": self.replays}
+        target = self.workdir / self.COUNTS_FILE
+        scratch = target.with_name(f".{target.name}.{threading.get_ident()}")
+        scratch.write_text(json.dumps(counts))
+        scratch.replace(target)
 
     # The four commands of the MIG manager's sequence (reconfigure-mig.sh and its Go port).
 
