@@ -13,6 +13,8 @@ through :mod:`simcluster.hosts.proxy` (SSH's ProxyCommand).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +31,7 @@ import yaml
 
 from simcluster import fleet as fleet_file
 from simcluster import nvml, nvml_build
+from simcluster.hosts import gpus
 from simcluster.hosts import slurm as slurm_files
 
 SUBNET = "169.254.77"
@@ -91,6 +94,9 @@ def plan(fleet: fleet_file.Fleet, slurm: bool) -> list[Host]:
         assert node.gpu is not None
         roles = ["mig_host", *(["slurm_node"] if slurm else [])]
         faults = {key: value for key, value in vars(node.faults).items() if value}
+        if gpus.unsupported(faults):
+            raise HostsError(f"{fleet.source}: {node.name}: fault knobs {', '.join(gpus.unsupported(faults))} have no "
+                             f"meaning on a test host (it acts on {', '.join(gpus.HOST_KNOBS)}); see docs/baremetal.md")
         hosts.append(Host(node.name, f"{SUBNET}.{FIRST_HOST + index}", node.pool, node.gpu.key, node.gpu_count,
                           faults, roles))
     return hosts
@@ -167,14 +173,14 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
     on_boot: list[list[str]] = []
     on_reboot: list[list[str]] = []
     if host.gpu:
-        view = _gpus(gpu / "state.json", host)
+        view = gpus.init(gpu / "state.json", host.gpu, host.gpu_count, host.faults)
         for sub in ("bin", "lib64"):
             (root / "usr-local" / "nvidia" / sub).mkdir(parents=True)
         binds += [[str(view / "pci-devices"), "/sys/bus/pci/devices"],
                   [str(view / "bin"), f"{DRIVER_DIR}/bin"], [str(nvml_build.build()), f"{DRIVER_DIR}/lib64"]]
         on_boot.append(["ldconfig"])
-        on_reboot.append([sys.executable, "-c", "import sys; from pathlib import Path; from simcluster import nvml; "
-                          "nvml.reboot(Path(sys.argv[1]))", GPU_STATE_FILE])  # the path inside the host
+        on_reboot.append([sys.executable, "-m", "simcluster.hosts.gpus", "reboot", GPU_STATE_FILE,  # the host's path
+                          *(["--mode-change-fails"] if host.faults.get("reboot_fails") else [])])
     return {"name": host.name, "address": host.address, "root": str(root), "gpus": host.gpu_count,
             "modules": str(nvml.host_dir(gpu / "state.json") / "modules") if host.gpu else "", "binds": binds, "on_boot": on_boot, "on_reboot": on_reboot, "reboot_s": 0}
 
@@ -220,18 +226,6 @@ def _python_binds(root: Path) -> list[list[str]]:
             target.touch()
         binds.append([str(path), str(path)])
     return binds
-
-
-def _gpus(state_file: Path, host: Host) -> Path:
-    """The host's GPUs: a GPU-less NVML state (MIG disabled) and its view (PCI tree, module list, nvidia-smi).
-    A GPU reset is possible (each PCI function has a ``reset`` file, which NVIDIA's service checks) unless
-    the fleet says the host needs a reboot for a MIG mode change (``reboot_required``: GPU passthrough)."""
-    nvml.init(state_file, host.gpu, host.gpu_count)
-    view = nvml.host_dir(state_file)
-    if not host.faults.get("reboot_required"):
-        for function in (view / "pci-devices").iterdir():
-            (function / "reset").write_text("")
-    return view
 
 
 def _layout_slurm(state: Path, hosts: list[Host]) -> None:
@@ -362,6 +356,11 @@ def down(state: Path) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
+        # The supervisor is this process's child when this process started it (a test session): reaped here, or it
+        # stays a zombie that signal 0 still finds.
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                break
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -373,12 +372,30 @@ def down(state: Path) -> bool:
     return True
 
 
+def gpu_state_file(state: Path, name: str) -> Path | None:
+    """The GPU-less NVML state file of the running test host ``name`` (None when no running host has that name)."""
+    if _running(state) is None:
+        return None
+    try:
+        hosts = load_plan(state)
+    except HostsError:
+        return None
+    found = state / "hosts" / name / "gpu" / "state.json"
+    return found if any(host.name == name and host.gpu for host in hosts) and found.exists() else None
+
+
 def load_plan(state: Path) -> list[Host]:
     try:
         data = json.loads((state / "hosts.json").read_text())
     except (OSError, ValueError):
         raise HostsError(f"no test hosts in {state}: run `simcluster hosts up`") from None
     return [Host(**item) for item in data["plan"]]
+
+
+def control_path_dir(state: Path) -> Path:
+    """Where Ansible keeps the host set's persisted SSH connections: short (a socket's path has at most 107
+    bytes; Ansible adds 41), one per state dir."""
+    return Path.home() / ".ansible" / "cp" / ("hosts-" + hashlib.sha256(str(state).encode()).hexdigest()[:12])
 
 
 def write_inventory(state: Path) -> Path:
@@ -401,6 +418,10 @@ def write_inventory(state: Path) -> Path:
                  # Forks that delegate to the Slurm controller at once race to open its shared SSH connection
                  # ("Data could not be sent to remote host"): retried, as on a busy site.
                  "ansible_ssh_retries": 3,
+                 # Ansible names a persisted connection by address, port and user, which every host set shares
+                 # (169.254.77.N:22, root): each set keeps its own, so two sets run side by side (make test runs
+                 # tests/hosts and the Molecule scenario at once) and a new set never meets an old set's.
+                 "ansible_control_path_dir": str(control_path_dir(state)),
                  "ansible_ssh_common_args": common.replace("-i " + str(state / "ssh" / "id_ed25519") + " ", ""),
                  "ansible_ssh_private_key_file": str(state / "ssh" / "id_ed25519")},
         "children": groups}}
