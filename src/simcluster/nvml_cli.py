@@ -6,7 +6,8 @@
     simcluster nvml hold --state FILE --gpu INDEX [--client TEXT]     (a process holds the GPU: resets fail)
     simcluster nvml release --state FILE [--gpu INDEX]
     simcluster nvml exec --state FILE -- COMMAND [ARGS...]             (COMMAND sees the host: NVML, PCI, nvidia-smi)
-    simcluster [--state-dir DIR] nvml state NODE [--write FILE]        (a simulated node's GPUs as a host state)
+    simcluster [--state-dir DIR] nvml state NODE [--hosts-dir DIR] [--write FILE]
+                                       (a simulated node's GPUs as a host state, or a running test host's)
 """
 
 from __future__ import annotations
@@ -63,21 +64,28 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_state(args: argparse.Namespace) -> int:
     """The simulated cluster's node NODE as a host state: the one its MIG manager runs NVIDIA's mig-parted on
-    (its UUIDs), holding the node's GPUs as they are now."""
+    (its UUIDs), holding the node's GPUs as they are now. Or a running test host NODE's own state file
+    (``simcluster hosts``): with ``--hosts-dir``, or when no cluster is in the state dir."""
     from migrollout.kube import Connection, KubeClient, KubeError
     from simcluster import nvml_node
     from simcluster.controlplane import ClusterState, state_dir
+    from simcluster.hosts import hostset
     from simcluster.sim import hardware
 
     directory = state_dir(args.state_dir)
     cluster = ClusterState.load(directory)
+    hosts_dir = Path(args.hosts_dir).resolve() if args.hosts_dir else hostset.default_state_dir()
+    host_state = hostset.gpu_state_file(hosts_dir, args.node) if args.hosts_dir or cluster is None else None
+    if host_state is not None:
+        return _show_state(args, nvml.load(host_state))
     if cluster is None:
-        raise nvml.NvmlError(f"no cluster in {directory}; start one with 'simcluster up'")
+        raise nvml.NvmlError(f"no cluster in {directory} and no running test host {args.node} in {hosts_dir}; "
+                             "start one with 'simcluster up' or 'simcluster hosts up'")
     try:
         node = KubeClient.connect(Connection(kubeconfig=cluster.kubeconfig), request_timeout=30).get(
             f"/api/v1/nodes/{args.node}", f"node {args.node}")
     except KubeError as exc:
-        raise nvml.NvmlError(str(exc)) from None
+        raise nvml.NvmlError(f"{exc} (and no running test host {args.node} in {hosts_dir})") from None
     model = hardware.model_key(node)
     if model is None or hardware.gpu_count(node) == 0:
         raise nvml.NvmlError(f"node {args.node} has no simulated GPUs")
@@ -85,6 +93,10 @@ def cmd_state(args: argparse.Namespace) -> int:
     # (a reboot since the last mig-parted call may have changed them).
     kept = directory / "nvml" / f"{args.node}.json"
     data = nvml_node.host_state(model, hardware.gpus(node), previous=nvml.load(kept) if kept.exists() else None)
+    return _show_state(args, data)
+
+
+def _show_state(args: argparse.Namespace, data: dict) -> int:
     if args.write:
         target = Path(args.write).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +133,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run = verb("exec", cmd_exec, "run a command that sees the host: this NVML, its PCI tree and nvidia-smi")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     state = verbs.add_parser("state", help="a node of the simulated cluster (--state-dir) as a host state")
-    state.add_argument("node", help="the node's name")
+    state.add_argument("node", help="the node's name, or a running test host's (simcluster hosts)")
+    state.add_argument("--hosts-dir", help="look for NODE among the test hosts running from this directory first "
+                                           "(without it: the default one, when no cluster is in the state dir)")
     state.add_argument("--write", metavar="FILE", help="also write it as a host state file (and its host view)")
     state.add_argument("--json", action="store_true", help="print the state file itself")
     state.set_defaults(func=lambda args: _guarded(cmd_state, args))

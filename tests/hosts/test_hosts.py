@@ -3,6 +3,7 @@ private /etc, /var, /usr/local; a reboot restarts the host (new boot id, its pro
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -93,3 +94,19 @@ def test_each_gpu_host_has_its_gpus_through_the_gpu_less_nvml(hosts):
                    for line in lines[:count])
         assert lines[count:count + 2] == ["1", str(count)]
         assert int(lines[-1]) >= 1
+
+
+def test_simcluster_nvml_state_shows_a_running_test_host(hosts):
+    name = hosts.names()[0]
+    command = [str(hosts.ansible_env()["PATH"].split(":")[0] + "/simcluster"), "nvml", "state", name,
+               "--hosts-dir", str(hosts.state), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads((hosts.root(name) / "gpu" / "state.json").read_text())
+    # Neither a running test host nor a cluster of that name (an empty cluster state dir): one clear line.
+    done = subprocess.run([command[0], "--state-dir", str(hosts.state / "none"), *command[1:3], "no-such-host",
+                           *command[4:-1]], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"simcluster nvml: no cluster in {hosts.state / 'none'} and no running test host no-such-host in "
+        f"{hosts.state}; start one with 'simcluster up' or 'simcluster hosts up'"]
