@@ -489,7 +489,7 @@ def test_11_a_rerun_of_a_stuck_pending_node_says_how_to_recover(cluster, tmp_pat
 
 
 def test_11_a_reboot_required_failure_says_a_reboot_is_needed_and_how_to_allow_it(cluster, tmp_path):
-    node = nodes_of(cluster, "msgs")[1]
+    node = nodes_of(cluster, "reboot")[0]
     inject_fault(cluster, node, "reboot-required")
     result = run_rollout(cluster, tmp_path, "-e", f"mig_config={TARGET}", limit=node)
     assert result.returncode != 0

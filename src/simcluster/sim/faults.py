@@ -20,7 +20,8 @@ class NodeFaults:
     apply_delay_s: float | None = None
     # nvidia-mig-parted apply fails after the MIG mode change (the GPUs are left MIG-enabled and empty).
     apply_fails: bool = False
-    # A MIG mode change does not take effect on a GPU reset, only on a reboot (cloud VMs, passthrough).
+    # A MIG mode change does not take effect on a GPU reset, only on a reboot (cloud VMs, passthrough). Only where
+    # a change waits for a reset (A100, A30): from H100 on it takes effect at once, reset or not.
     reboot_required: bool = False
     # The mode change does not take effect on the reboot either.
     reboot_fails: bool = False
