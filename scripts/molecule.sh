@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Molecule scenarios (default driver, localhost, each on its own simulated cluster).
-#   scripts/molecule.sh              every scenario but baremetal (make test)
-#   scripts/molecule.sh -s rolling   one (-s baremetal: the bare-metal test hosts, run by make hosts)
-# baremetal is left out of make test: its test hosts have a private /tmp, so a checkout under /tmp cannot serve
-# them its virtualenv's Python (their nvidia-smi stand-in execs it); see docs/baremetal.md.
+#   scripts/molecule.sh              every scenario but baremetal (make molecule)
+#   scripts/molecule.sh -s rolling   one (-s baremetal: the bare-metal test hosts; make hosts runs it beside
+#                                    tests/hosts, scripts/test-hosts.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$(.venv/bin/simcluster bin-dir):$PATH"
