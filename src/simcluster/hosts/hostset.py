@@ -369,6 +369,8 @@ def down(state: Path) -> bool:
     else:
         os.kill(pid, signal.SIGKILL)
     (state / "run.json").unlink(missing_ok=True)
+    # Ansible's persisted connections to these hosts end with them; their directory goes too.
+    shutil.rmtree(control_path_dir(state), ignore_errors=True)
     return True
 
 
