@@ -87,7 +87,6 @@ class Run:
     start_labels: dict[str, str | None] = field(default_factory=dict)
     start_state: str = ""
     document: str = ""
-    mode_change: bool = False
     wait_index: int = 0
     wait_started: float | None = None
     apply_at: float | None = None
@@ -198,7 +197,6 @@ def assert_mode(ctx: Context) -> Result:
         return NEXT
     if ctx.run.start_state == names.REBOOTING:
         return Finish(names.FAILED, "MIG mode change did not take effect after rebooting")
-    ctx.run.mode_change = True
     return NEXT
 
 
