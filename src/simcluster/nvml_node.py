@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shlex
 import subprocess
 import tempfile
 import threading
@@ -206,7 +205,7 @@ class RealMigParted:
             nvml.save(state, data)
         script = nvml.run_script(state)
         same_host = previous is not None and previous["model"]["key"] == model and len(previous["gpus"]) == len(gpus)
-        if not same_host or not script.exists() or shlex.quote(str(self.library)) not in script.read_text():
+        if not same_host or not nvml.host_view_current(state, self.library):
             nvml.prepare_host(state, data, library=self.library)  # the PCI tree shows the host's GPUs
         config_file = self.workdir / f"{node}.config.yaml"
         config_file.write_text(document)

@@ -1240,6 +1240,11 @@ func nvmlDeviceGetMaxMigDeviceCount(device C.nvmlDevice_t, count *C.uint) ret {
 			return errNotSupported
 		}
 		most := uint32(0)
+		if g.Mig.Current != migEnable {
+			// nvml.h: "Returns zero if MIG is not supported or enabled." (go-nvlib then walks no MIG device).
+			*count = 0
+			return success
+		}
 		for _, p := range s.Model.GpuInstanceProfile {
 			for _, cp := range p.ComputeProfiles {
 				if n := p.InstanceCount * cp.InstanceCount; n > most {
@@ -1317,4 +1322,64 @@ func nvmlDeviceGetComputeInstanceId(device C.nvmlDevice_t, id *C.uint) ret {
 	}
 	*id = C.uint(k.ci)
 	return success
+}
+
+// deviceAttributes answers for a MIG device what NVML reports of it (what GFD labels a MIG device with): its
+// compute instance's multiprocessors and slices, its GPU instance's slices, memory and engines (the compute
+// instance shares them). A whole GPU answers NVML_ERROR_NOT_SUPPORTED here: nothing this library serves asks.
+func deviceAttributes(device C.nvmlDevice_t, attributes *C.nvmlDeviceAttributes_t) ret {
+	mu.Lock()
+	defer mu.Unlock()
+	s, r := current()
+	if r != success {
+		return r
+	}
+	k, ok := keyOf(unsafe.Pointer(device.handle), kindDevice, kindMigDevice)
+	if !ok || attributes == nil {
+		return errInvalidArgument
+	}
+	if k.kind != kindMigDevice {
+		return errNotSupported
+	}
+	if int(k.gpu) >= len(s.GPUs) {
+		return errInvalidArgument
+	}
+	gi := s.GPUs[k.gpu].gpuInstance(k.gi)
+	if gi == nil {
+		return errNotFound
+	}
+	ci := gi.computeInstance(k.ci)
+	if ci == nil {
+		return errNotFound
+	}
+	gp := s.Model.profile(gi.ProfileID)
+	if gp == nil {
+		return errUnknown
+	}
+	cp := gp.computeProfile(ci.ProfileID)
+	if cp == nil {
+		return errUnknown
+	}
+	*attributes = C.nvmlDeviceAttributes_t{
+		multiprocessorCount:       C.uint(cp.MultiprocessorCount),
+		sharedCopyEngineCount:     C.uint(gp.CopyEngines),
+		sharedDecoderCount:        C.uint(gp.Decoders),
+		sharedEncoderCount:        C.uint(gp.Encoders),
+		sharedJpegCount:           C.uint(gp.JPEGs),
+		sharedOfaCount:            C.uint(gp.OFAs),
+		gpuInstanceSliceCount:     C.uint(gp.SliceCount),
+		computeInstanceSliceCount: C.uint(cp.SliceCount),
+		memorySizeMB:              C.ulonglong(gp.MemoryMiB),
+	}
+	return success
+}
+
+//export nvmlDeviceGetAttributes_v2
+func nvmlDeviceGetAttributes_v2(device C.nvmlDevice_t, attributes *C.nvmlDeviceAttributes_t) ret {
+	return deviceAttributes(device, attributes)
+}
+
+//export nvmlDeviceGetAttributes
+func nvmlDeviceGetAttributes(device C.nvmlDevice_t, attributes *C.nvmlDeviceAttributes_t) ret {
+	return deviceAttributes(device, attributes)
 }
