@@ -50,7 +50,7 @@ offending:
   returned: always
   type: list
   elements: dict
-  sample: [{node: gpu-7, config: all-balanced, reason: More than one MIG device type present on node}]
+  sample: [{node: gpu-7, config: all-balanced, reason: more than one MIG device type present on node}]
 """
 
 from typing import Any

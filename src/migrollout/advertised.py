@@ -50,7 +50,7 @@ def single_strategy_error(layouts: list[GpuLayout]) -> str | None:
         if not any(layout.devices.values()):
             return f"invalid MIG configuration: device {index} has no MIG devices configured"
     if len(mig_device_totals(layouts)) > 1:
-        return "More than one MIG device type present on node"
+        return "more than one MIG device type present on node"
     return None
 
 
@@ -58,7 +58,22 @@ def resource_name(profile_name: str) -> str:
     return MIG_RESOURCE_PREFIX + profile_name.replace("+", ".")
 
 
-def device_plugin_resources(layouts: list[GpuLayout], strategy: str) -> tuple[dict[str, int], str | None]:
+def mixed_resource(model: GpuModel, device: str) -> str | None:
+    """The resource a MIG device counts under with the mixed strategy, or None when it matches none.
+
+    The device plugin (v0.17) makes one resource pattern per whole-instance profile of the node's GPUs, in
+    NVML's profile order, and a device counts under the first pattern found anywhere in its profile name (the
+    patterns are not anchored). A media-extension variant comes after its plain profile in NVML's order, so a
+    ``1g.10gb+me`` device counts as ``nvidia.com/mig-1g.10gb``, and a ``1c.3g.40gb`` device as
+    ``nvidia.com/mig-3g.40gb``: the shortest whole-instance profile name inside the device's name."""
+    profile = model.profile(device)
+    name = profile.name if profile is not None else device
+    inside = [candidate.name for candidate in model.profiles if candidate.name in name]
+    return resource_name(min(inside, key=len)) if inside else None
+
+
+def device_plugin_resources(model: GpuModel, layouts: list[GpuLayout],
+                            strategy: str) -> tuple[dict[str, int], str | None]:
     """Extended resources the device plugin registers, and its start-up error if it fails."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown MIG strategy {strategy!r}")
@@ -72,10 +87,15 @@ def device_plugin_resources(layouts: list[GpuLayout], strategy: str) -> tuple[di
             return {}, error
         count = sum(totals.values()) if totals else whole
         return ({GPU_RESOURCE: count} if count else {}), None
-    resources = {resource_name(name): count for name, count in sorted(totals.items())}
+    resources: Counter = Counter()
+    for name, count in sorted(totals.items()):
+        resource = mixed_resource(model, name)
+        if resource is None:
+            return {}, f"MIG profile '{name}' does not match any resource patterns"
+        resources[resource] += count
     if whole:
         resources[GPU_RESOURCE] = whole
-    return resources, None
+    return dict(sorted(resources.items())), None
 
 
 def _base_labels(model: GpuModel, layouts: list[GpuLayout]) -> dict[str, str]:
@@ -149,7 +169,7 @@ def gfd_labels(model: GpuModel, layouts: list[GpuLayout], strategy: str) -> dict
 
 
 def advertise(model: GpuModel, layouts: list[GpuLayout], strategy: str) -> Advertisement:
-    resources, error = device_plugin_resources(layouts, strategy)
+    resources, error = device_plugin_resources(model, layouts, strategy)
     return Advertisement(resources, gfd_labels(model, layouts, strategy), error, mig_device_totals(layouts))
 
 

@@ -4,7 +4,8 @@
                   [--real-operator | --simulated-operator] [--without-nfd] [--fresh]
     simcluster env | status | down | build | bin-dir | models
     simcluster logs NAMESPACE/POD [-c CONTAINER] [--previous]
-    simcluster path bin-dir|chart|operator|mig-parted|mig-parted-systemd|mig-oracle|assets|manifests|nvml
+    simcluster path bin-dir|chart|operator|mig-parted|mig-parted-systemd|mig-oracle|assets|manifests|nvml|
+                    device-plugin-probe
     simcluster nvml init|show|reboot|hold|release|exec --state FILE ...   (a GPU host for the GPU-less NVML)
     simcluster hosts up [--fleet FILE] [--slurm] | inventory | down    (bare-metal test hosts over SSH)
 """
@@ -21,7 +22,16 @@ import time
 from pathlib import Path
 
 from migrollout.kube import Connection, KubeClient, KubeError
-from simcluster import binaries, certs, identities, nvml_build, nvml_cli, operator_install, upstream
+from simcluster import (
+    binaries,
+    certs,
+    device_plugin_build,
+    identities,
+    nvml_build,
+    nvml_cli,
+    operator_install,
+    upstream,
+)
 from simcluster import fleet as fleet_file
 from simcluster.controlplane import (
     ClusterError,
@@ -403,6 +413,8 @@ def cmd_build(args: argparse.Namespace) -> int:
           f"mig-parted {upstream.MIG_PARTED_VERSION} with go-nvlib {upstream.GO_NVLIB_VERSION}, "
           f"go-nvml {upstream.GO_NVML_VERSION})")
     print(f"simcluster: GPU-less NVML in {nvml_build.build() / nvml_build.LIBRARY_NAME}")
+    print(f"simcluster: NVIDIA's device plugin, probed, in {device_plugin_build.build()} "
+          f"(k8s-device-plugin {device_plugin_build.DEVICE_PLUGIN_VERSION})")
     return 0
 
 
@@ -415,6 +427,7 @@ PATHS = {
     "assets": lambda: upstream.build().assets,
     "manifests": lambda: upstream.build().manifests,
     "nvml": lambda: nvml_build.build() / nvml_build.LIBRARY_NAME,
+    "device-plugin-probe": lambda: device_plugin_build.build(),
     "mig-parted-systemd": lambda: hosts_deployment.systemd_dir(),
 }
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -316,14 +317,18 @@ def _validate_devices(check: _Validator, path: list[str | int], value: Any, gpu:
 def _boot_problem(check: _Validator, path: list[str | int], gpu: GpuModel, count: int, mig_config: str | None,
                   mig_devices: dict[str, int] | None) -> str:
     """Why nodes of this pool could not boot with this MIG layout, by NVIDIA's code ("" when they can)."""
-    from simcluster.sim import boot  # imported here: it needs NVIDIA's components, most fleets do not
+    # Imported here: they need NVIDIA's components, most fleets do not.
+    from simcluster import nvml_node
+    from simcluster.sim import boot
 
-    try:
-        full = gpu_models.catalogue().get(gpu.key)
-        selector = gpu_models.shared_oracle()
-        _booted, problem = boot.booted_gpus(full, count, mig_config, mig_devices, selector, boot.validator())
-    except Exception as exc:  # not built, or the helper died: say what checking this field needs
-        raise check.fail(path, f"checking it needs NVIDIA's mig-parted and MIG tables ({exc})") from None
+    with tempfile.TemporaryDirectory(prefix="simcluster-boot-") as scratch:
+        try:
+            full = gpu_models.catalogue().get(gpu.key)
+            _booted, problem = boot.booted_gpus(full, count, mig_config, mig_devices,
+                                                nvml_node.for_cluster(Path(scratch)), boot.validator())
+        except Exception as exc:  # not built, or the helper died: say what checking this field needs
+            raise check.fail(path, f"checking it needs NVIDIA's mig-parted, the GPU-less NVML and MIG tables "
+                                   f"({exc})") from None
     return problem
 
 

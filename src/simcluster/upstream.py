@@ -189,11 +189,12 @@ def _run(label: str, command: list[str], cwd: Path, env: dict[str, str]) -> subp
     return result
 
 
-def _download_operator(go: str, scratch: Path) -> Path:
-    """The operator module's directory in the (read-only) module cache, downloaded if missing."""
+def download_module(go: str, module: str, version: str, expected_sum: str, scratch: Path) -> Path:
+    """A module's directory in the (read-only) module cache, downloaded if missing, checked against its go.sum
+    hash (what `go mod download -json` reports as Sum): the copy we build is the one pinned."""
     env = _go_env(cgo=False)
     env["GOFLAGS"] = ""  # outside any module; -mod does not apply to `go mod download`
-    result = subprocess.run([go, "mod", "download", "-json", f"{OPERATOR_MODULE}@{OPERATOR_VERSION}"],
+    result = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"],
                             cwd=scratch, env=env, capture_output=True, text=True)
     try:
         info = json.loads(result.stdout)
@@ -201,14 +202,17 @@ def _download_operator(go: str, scratch: Path) -> Path:
         info = {}
     if result.returncode != 0 or "Error" in info or "Dir" not in info:
         reason = info.get("Error") or result.stderr.strip() or f"exit {result.returncode}"
-        raise BuildError(f"the Go module {OPERATOR_MODULE}@{OPERATOR_VERSION} cannot be downloaded: {reason}")
-    if info.get("Sum") != OPERATOR_SUM:
-        raise BuildError(f"the Go module {OPERATOR_MODULE}@{OPERATOR_VERSION} has hash {info.get('Sum')}, "
-                         f"expected {OPERATOR_SUM}")
+        raise BuildError(f"the Go module {module}@{version} cannot be downloaded: {reason}")
+    if info.get("Sum") != expected_sum:
+        raise BuildError(f"the Go module {module}@{version} has hash {info.get('Sum')}, expected {expected_sum}")
     return Path(info["Dir"])
 
 
-def _copy_tree(source: Path, target: Path) -> None:
+def _download_operator(go: str, scratch: Path) -> Path:
+    return download_module(go, OPERATOR_MODULE, OPERATOR_VERSION, OPERATOR_SUM, scratch)
+
+
+def copy_tree(source: Path, target: Path) -> None:
     """Copy out of the module cache, whose files and directories are read-only."""
     shutil.copytree(source, target, symlinks=True, copy_function=shutil.copy)
     for root, _dirs, files in os.walk(target):  # top-down: a directory is writable before its children
@@ -261,9 +265,9 @@ def build(log: IO[str] = sys.stderr) -> Upstream:
               file=log, flush=True)
         module = _download_operator(go, scratch)
         source = scratch / "gpu-operator"
-        _copy_tree(module, source)
+        copy_tree(module, source)
         for tree in OPERATOR_TREES:
-            _copy_tree(module / tree, staging.module / tree)
+            copy_tree(module / tree, staging.module / tree)
         seconds["download and copy gpu-operator module"] = time.monotonic() - began
 
         began = step(f"the GPU Operator controller {OPERATOR_VERSION}",

@@ -105,7 +105,7 @@ def test_single_is_refused_while_a_node_mixes_profiles(sim):
     refused = playbook(sim, "-e", "k8s_gpu_mig_strategy=single")
     assert refused.returncode != 0
     assert "cannot switch to the single MIG strategy: 1 node(s)" in refused.stdout
-    assert "a100-80gb-1 (all-balanced: More than one MIG device type present on node)" in refused.stdout
+    assert "a100-80gb-1 (all-balanced: more than one MIG device type present on node)" in refused.stdout
     untouched(sim, before_release, before_generation)
     restored = run_module(sim, "nvidia_mig.rollout.mig_node_label", {"name": "a100-80gb-1", "config": "all-disabled"})
     assert restored["state"] == "success"

@@ -73,7 +73,7 @@ def test_single_with_mixed_profiles_breaks_the_device_plugin(sim):
         return statuses[0].get("state", {}).get("waiting")
     waiting = sim.wait(crashing, what="device plugin crash loop")
     assert waiting["reason"] == "CrashLoopBackOff"
-    assert "More than one MIG device type" in waiting["message"]
+    assert "more than one MIG device type" in waiting["message"]
     sim.wait(lambda: sim.policy()["status"]["state"] == "notReady", what="ClusterPolicy notReady")
 
 

@@ -1,19 +1,24 @@
 """The GPUs a fleet node boots with: MIG disabled, its pool's ``mig_config`` already applied (as the MIG
 manager would have applied it from the operator's default MIG ConfigMap), or ``mig_devices`` made outside
-Kubernetes. The same mig-parted steps as a live change, so a fleet cannot boot into a layout a real node
+Kubernetes (applied as a one-entry config file of their own). NVIDIA's mig-parted applies them for real on a
+host state of the pool's model (``nvml_node.RealMigParted``), so a fleet cannot boot into a layout a real node
 could not have."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import yaml
 
 from simcluster import upstream
 from simcluster.sim import hardware, mig_parted
+from simcluster.sim.faults import NodeFaults
 from simcluster.sim.gpus import GpuModel
 from simcluster.sim.hardware import Gpu
-from simcluster.sim.mig_parted import Selector
+
+# The config name of the file that carries a pool's mig_devices.
+DEVICES_CONFIG = "fleet-mig-devices"
 
 
 def default_mig_document() -> str:
@@ -34,30 +39,38 @@ def validator() -> Callable[[str, str], tuple[bool, str]]:
     return lambda document, config: mig_parted.validate(built.mig_parted, document, config)
 
 
+def devices_document(mig_devices: dict[str, int]) -> str:
+    """A mig-parted config file whose one config puts these MIG devices on every GPU."""
+    return yaml.safe_dump({"version": "v1", "mig-configs": {DEVICES_CONFIG: [
+        {"devices": "all", "mig-enabled": True, "mig-devices": dict(mig_devices)}]}}, sort_keys=False)
+
+
 def booted_gpus(model: GpuModel, count: int, mig_config: str | None, mig_devices: dict[str, int] | None,
-                selector: Selector, validate: Callable[[str, str], tuple[bool, str]],
+                real: Any, validate: Callable[[str, str], tuple[bool, str]],
                 document: str | None = None) -> tuple[list[Gpu], str]:
-    """The node's GPUs at boot, or why that layout cannot be (the problem, in mig-parted's words)."""
+    """The node's GPUs at boot, or why that layout cannot be (the problem, in mig-parted's words). ``real``: a
+    ``nvml_node.RealMigParted``."""
     gpus = [hardware.MIG_DISABLED] * count
     if mig_devices:
-        booted = []
-        for index in range(count):
-            placed, error = mig_parted.set_mig_config(model, Gpu(True), dict(mig_devices))
-            if error:
-                return gpus, f"GPU {index}: {error}"
-            booted.append(placed)
-        return booted, ""
-    if not mig_config:
+        document, config = devices_document(mig_devices), DEVICES_CONFIG
+    elif mig_config:
+        document, config = (document if document is not None else default_mig_document()), mig_config
+    else:
         return gpus, ""
-    document = document if document is not None else default_mig_document()
-    valid, message = validate(document, mig_config)
+    valid, message = validate(document, config)
     if not valid:
         return gpus, message
-    selection = mig_parted.select(selector, document, mig_config, model, count)
-    moded = mig_parted.apply_mode(model, gpus, selection, gpu_in_use=False, reset_needs_reboot=False)
+    host = f"boot-{model.key}-{count}"
+    faults = NodeFaults()
+    moded = real.apply_mode(host, model, gpus, False, document, config, faults)
     if not moded.ok:
         return gpus, moded.message
-    applied = mig_parted.apply(model, moded.gpus, selection, gpu_in_use=False)
+    applied = real.apply(host, model, moded.gpus, False, document, config, faults)
     if not applied.ok:
         return gpus, applied.message
+    if not real.assert_config(host, model, applied.gpus, False, document, config, faults):
+        # mig-parted drops MIG device names the GPU has no profile for and succeeds: the node could not
+        # hold what the pool asks for.
+        return gpus, (f"nvidia-mig-parted apply succeeded but its assert fails: mig-parted drops MIG device names "
+                      f"that {model.product} has no profile for")
     return applied.gpus, ""

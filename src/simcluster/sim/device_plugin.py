@@ -1,37 +1,29 @@
-"""NVIDIA's device plugin (k8s-device-plugin v0.17), simulated where its pod runs.
+"""NVIDIA's device plugin (k8s-device-plugin v0.17.4, the chart's), simulated where its pod runs.
 
-Which resources it registers follows ``internal/rm`` of the plugin (``AddDefaultResourcesToConfig``,
-``device_map.go``), with the ``MIG_STRATEGY`` of its pod's environment (absent: ``none``, its default):
+What it registers is NVIDIA's own answer: when the plugin's pod starts, the device plugin's resource managers
+(``internal/rm``: its default resource patterns, its device map and the MIG strategy's checks) run for real
+over the node's GPUs as NVML reports them from the node's host state (``simcluster.device_plugin_probe``), with
+the ``MIG_STRATEGY`` of its pod's environment (absent: ``none``, its default). What that gives, for reading the
+tests: ``none`` counts every GPU as ``nvidia.com/gpu``; ``single`` counts GPUs without MIG and MIG devices as
+``nvidia.com/gpu`` and refuses mixed or unlike MIG devices and empty MIG-enabled GPUs; ``mixed`` names one
+``nvidia.com/mig-<profile>`` per profile and refuses a MIG device of a compute-instance profile.
 
-* ``none``: every GPU is one ``nvidia.com/gpu``, MIG-enabled or not;
-* ``single``: GPUs without MIG and MIG devices are all ``nvidia.com/gpu``; the plugin refuses to start when
-  a MIG-enabled GPU has no MIG device, when the MIG devices are not all alike (their NVML attributes
-  differ), or when MIG-enabled and MIG-disabled GPUs are mixed;
-* ``mixed``: GPUs without MIG are ``nvidia.com/gpu``; each MIG device is ``nvidia.com/mig-<profile>``
-  (``+`` written ``.``), for the profiles of the GPU whose compute instance is its whole GPU instance; a
-  MIG device of any other profile (``1c.3g.20gb``) matches no resource and the plugin refuses to start; an
-  empty MIG-enabled GPU is only a warning.
-
-The plugin reads the devices once, when it starts (the MIG manager restarts it around a change by pausing
-its deploy label); a refusal crash-loops its pod. The kubelet keeps the capacity of a plugin that has gone
-away but can allocate none of it.
+The plugin reads the devices once, when it starts (the MIG manager restarts it around a change by pausing its
+deploy label); a refusal crash-loops its pod. The kubelet keeps the capacity of a plugin that has gone away but
+can allocate none of it.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from migrollout.timestamps import time_text
 from simcluster.sim import hardware, names
 from simcluster.sim.gpus import GpuModel
-from simcluster.sim.hardware import Gpu
 from simcluster.sim.pod_env import pod_env
 from simcluster.sim.view import Clock, NodeView, Wake, Writer, start_delay_left
-
-STRATEGIES = ("none", "single", "mixed")
 
 
 @dataclass(frozen=True)
@@ -42,48 +34,11 @@ class Registration:
     error: str = ""
 
 
-def resource_name(profile: str) -> str:
-    return names.MIG_RESOURCE_PREFIX + profile.replace("+", ".")
+class Probe(Protocol):
+    """``simcluster.device_plugin_probe.DevicePluginProbe``: the device plugin's own answer for a node."""
 
-
-def register(model: GpuModel, gpus: list[Gpu], strategy: str) -> Registration:
-    """The device map the plugin builds at start for these GPUs under this strategy."""
-    if strategy not in STRATEGIES:
-        return Registration({}, f"unknown MIG strategy: {strategy}")
-    if strategy == "none":
-        return Registration({names.GPU_RESOURCE: len(gpus)} if gpus else {})
-    whole = sum(1 for gpu in gpus if not gpu.mig_enabled)
-    devices = hardware.mig_devices(model, gpus)
-    if strategy == "single":
-        error = _single_strategy_error(gpus, devices, whole)
-        if error:
-            return Registration({}, error)
-        count = whole + len(devices)
-        return Registration({names.GPU_RESOURCE: count} if count else {})
-    patterns = {p.name for p in model.profiles}  # VisitMigProfiles: C == G profiles only
-    resources: Counter = Counter()
-    for device in devices:
-        if device.name not in patterns:
-            return Registration({}, f"error building device map from config.resources: error building MIG device "
-                                    f"map: MIG profile '{device.name}' does not match any resource patterns")
-        resources[resource_name(device.name)] += 1
-    if whole:
-        resources[names.GPU_RESOURCE] = whole
-    return Registration(dict(sorted(resources.items())))
-
-
-def _single_strategy_error(gpus: list[Gpu], devices: list[hardware.MigDevice], whole: int) -> str:
-    prefix = "error building device map from config.resources: invalid MIG configuration: "
-    for index, gpu in enumerate(gpus):
-        if gpu.mig_enabled and not gpu.devices():
-            return (prefix + f"at least one device with migEnabled=true was not configured correctly: device "
-                    f"{index} has no MIG devices configured")
-    if len({tuple(sorted(d.attributes().items())) for d in devices}) > 1:
-        return prefix + "More than one MIG device type present on node"
-    if whole and devices:
-        return ("error building device map from config.resources: all devices on the node must be configured "
-                "with the same migEnabled value")
-    return ""
+    def resources(self, node: str, model: GpuModel, gpus: list[hardware.Gpu],
+                  strategy: str) -> tuple[dict[str, int], str]: ...
 
 
 class DevicePlugin:
@@ -91,8 +46,9 @@ class DevicePlugin:
 
     def __init__(self, writer: Writer, clock: Clock, wake: Wake, start_delay_s: float,
                  ready_at: dict[str, float], model_of: Callable[[str], GpuModel | None],
-                 boot_epoch: Callable[[str], int]):
+                 boot_epoch: Callable[[str], int], probe: Probe):
         self.writer = writer
+        self.probe = probe
         self.clock = clock
         self.wake = wake
         self.start_delay_s = start_delay_s
@@ -117,7 +73,8 @@ class DevicePlugin:
                     self.wake(view.name, left)
                     return
                 strategy = pod_env(pod, "MIG_STRATEGY") or "none"
-                registration = self.started[process] = register(model, hardware.gpus(view.node), strategy)
+                resources, error = self.probe.resources(view.name, model, hardware.gpus(view.node), strategy)
+                registration = self.started[process] = Registration(resources, error)
                 if registration.error:
                     self._crash(pod, registration.error)
         status = view.node.get("status", {})

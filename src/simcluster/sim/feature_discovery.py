@@ -1,12 +1,17 @@
-"""GPU feature discovery (GFD, k8s-device-plugin v0.17), simulated where its pod runs.
+"""GPU feature discovery (GFD, k8s-device-plugin v0.17.4, the chart's), simulated where its pod runs.
 
-The labels follow ``internal/lm`` of the plugin's repository, with the ``MIG_STRATEGY`` of GFD's pod
-(absent: ``none``):
+What GFD reads is NVIDIA's own reading of the node: its NVML resource manager (``internal/resource``, over
+go-nvlib) run for real over the node's host state through the GPU-less NVML (``simcluster.device_plugin_probe``
+``devices``): the driver and CUDA driver versions, and per GPU its name, memory, compute capability, MIG
+capability and mode, PCI class, and MIG devices with their profile names and NVML attributes
+(``nvmlDeviceGetAttributes``). GFD's own binary cannot be built here (its labeler needs node-feature-discovery
+v0.15.7, which the module proxy refuses), so the labels are written from those reads here, following
+``internal/lm`` of the plugin's repository, with the ``MIG_STRATEGY`` of GFD's pod (absent: ``none``):
 
 * always: ``gpu.machine``, the CUDA driver and runtime versions, ``mig.capable``, ``mps.capable``
-  (``false``: no MPS sharing configured), ``gpu.mode`` and the full-GPU labels: ``gpu.product`` (the
-  NVML name with spaces turned into ``-``), ``gpu.count`` (every GPU, MIG-enabled or not),
-  ``gpu.replicas`` (``0`` when all GPUs are MIG-enabled, as their labeler has no sharing; ``1`` once a
+  (``false``: no MPS sharing configured), ``gpu.mode`` (from the PCI class) and the full-GPU labels:
+  ``gpu.product`` (the NVML name with spaces turned into ``-``), ``gpu.count`` (every GPU, MIG-enabled or
+  not), ``gpu.replicas`` (``0`` when all GPUs are MIG-enabled, as their labeler has no sharing; ``1`` once a
   GPU without MIG overrides it), ``gpu.sharing-strategy``, ``gpu.memory``, ``gpu.family`` (from the compute
   capability), ``gpu.compute.major``/``minor``;
 * ``single`` and ``mixed`` add ``mig.strategy``; ``single`` overrides the ``gpu.*`` labels with the one MIG
@@ -15,8 +20,6 @@ The labels follow ``internal/lm`` of the plugin's repository, with the ``MIG_STR
   empty, MIG-enabled and disabled GPUs are mixed, or the MIG devices are of more than one type (none
   MIG-enabled: as ``none``); ``mixed`` adds ``mig-<profile>.*`` for each MIG device type.
 
-MIG device attributes are NVML's (``nvmlDeviceGetAttributes`` of the MIG device): its GPU instance's
-memory, slices and engines, its compute instance's multiprocessors and slices, from the model's tables.
 While GFD's pod is away its labels stay as they were.
 """
 
@@ -26,22 +29,26 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from simcluster.sim import hardware, names
 from simcluster.sim.gpus import GpuModel
-from simcluster.sim.hardware import Gpu, MigDevice
 from simcluster.sim.pod_env import pod_env
 from simcluster.sim.view import Clock, NodeView, Wake, Writer, start_delay_left
 
-# The simulated node's driver stack and machine (what NVML and /sys/class/dmi/id/product_name would say).
-DRIVER_VERSION = "580.95.05"
-CUDA_DRIVER_VERSION = (13, 0)
+# The simulated node's machine (what /sys/class/dmi/id/product_name would say; not NVML's).
 MACHINE_TYPE = "SimCluster GPU Node"
 
 # Label keys GFD owns (it removes them when they no longer apply); other nvidia.com/ labels are not its.
 _OWNED = re.compile(r"^nvidia\.com/(gpu\.(count|replicas|sharing-strategy|product|memory|family|compute\.|mode|"
                     r"machine|multiprocessors|slices\.|engines\.|clique)|mig-|mig\.capable$|mig\.strategy$|mps\.|"
                     r"cuda\.|gfd\.)")
+
+
+class Probe(Protocol):
+    """``simcluster.device_plugin_probe.DevicePluginProbe``: NVIDIA's reading of a node's GPUs."""
+
+    def devices(self, node: str, model: GpuModel, gpus: list[hardware.Gpu]) -> dict[str, Any]: ...
 
 
 def owned(key: str) -> bool:
@@ -67,15 +74,24 @@ def family(major: int, minor: int) -> str:
             12: "blackwell"}.get(major, "undefined")
 
 
-def _full_gpu_labels(model: GpuModel, gpus: list[Gpu]) -> dict[str, str]:
-    major, minor = model.compute_capability
+def _gpu_mode(gpus: list[dict[str, Any]]) -> str:
+    """lm's gpu.mode: GPUs all VGA controllers (PCI class 0x030000) are in graphics mode, all 3D controllers
+    (0x030200) in compute; GPUs of different classes, or of another class, are unknown."""
+    classes = {gpu["pci_class"] for gpu in gpus}
+    return {0x030000: "graphics", 0x030200: "compute"}.get(classes.pop(), "unknown") if len(classes) == 1 \
+        else "unknown"
+
+
+def _full_gpu_labels(gpus: list[dict[str, Any]]) -> dict[str, str]:
+    first = gpus[0]
+    major, minor = first["compute_capability"]
     labels = {
-        "nvidia.com/gpu.product": product(model.product),
+        "nvidia.com/gpu.product": product(first["name"]),
         "nvidia.com/gpu.count": str(len(gpus)),
         # The MIG-enabled GPUs' labeler has no sharing config (replicas 0); a GPU without MIG overrides it.
-        "nvidia.com/gpu.replicas": "1" if any(not gpu.mig_enabled for gpu in gpus) else "0",
+        "nvidia.com/gpu.replicas": "1" if any(not gpu["mig_enabled"] for gpu in gpus) else "0",
         "nvidia.com/gpu.sharing-strategy": "none",
-        "nvidia.com/gpu.memory": str(model.memory_mib),
+        "nvidia.com/gpu.memory": str(first["memory_mib"]),
     }
     if major:
         labels.update({"nvidia.com/gpu.family": family(major, minor), "nvidia.com/gpu.compute.major": str(major),
@@ -83,66 +99,67 @@ def _full_gpu_labels(model: GpuModel, gpus: list[Gpu]) -> dict[str, str]:
     return labels
 
 
-def _mig_labels(prefix: str, model: GpuModel, device: MigDevice, count: int) -> dict[str, str]:
-    labels = {f"{prefix}.product": product(model.product, "MIG", device.name.replace("+", ".")),
+def _mig_labels(prefix: str, product_name: str, device: dict[str, Any], count: int) -> dict[str, str]:
+    labels = {f"{prefix}.product": product(product_name, "MIG", device["name"]),
               f"{prefix}.count": str(count), f"{prefix}.replicas": "1", f"{prefix}.sharing-strategy": "none"}
-    labels.update({f"{prefix}.{key}": str(value) for key, value in device.attributes().items()})
+    labels.update({f"{prefix}.{key}": str(value) for key, value in device["attributes"].items()})
     return labels
 
 
-def _by_type(devices: list[MigDevice]) -> dict[str, tuple[MigDevice, int]]:
-    counts = Counter(device.name for device in devices)
-    first = {}
+def _by_type(gpus: list[dict[str, Any]]) -> dict[str, tuple[dict[str, Any], int]]:
+    devices = [device for gpu in gpus for device in gpu["mig_devices"]]
+    counts = Counter(device["name"] for device in devices)
+    first: dict[str, dict[str, Any]] = {}
     for device in devices:
-        first.setdefault(device.name, device)
+        first.setdefault(device["name"], device)
     return {name: (first[name], count) for name, count in counts.items()}
 
 
-def _single(model: GpuModel, gpus: list[Gpu]) -> dict[str, str]:
-    enabled = [gpu for gpu in gpus if gpu.mig_enabled]
+def _single(gpus: list[dict[str, Any]]) -> dict[str, str]:
+    enabled = [gpu for gpu in gpus if gpu["mig_enabled"]]
     if not enabled:
         return {}
-    devices = hardware.mig_devices(model, gpus)
-    types = _by_type(devices)
-    if any(not gpu.devices() for gpu in enabled) or len(enabled) != len(gpus) or len(types) != 1:
-        return {"nvidia.com/gpu.product": product(model.product, "MIG", "INVALID"), "nvidia.com/gpu.count": "0",
+    types = _by_type(gpus)
+    if any(not gpu["mig_devices"] for gpu in enabled) or len(enabled) != len(gpus) or len(types) != 1:
+        return {"nvidia.com/gpu.product": product(gpus[0]["name"], "MIG", "INVALID"), "nvidia.com/gpu.count": "0",
                 "nvidia.com/gpu.replicas": "0", "nvidia.com/gpu.sharing-strategy": "",
                 "nvidia.com/gpu.memory": "0"}
     ((device, count),) = types.values()
-    return _mig_labels("nvidia.com/gpu", model, device, count)
+    return _mig_labels("nvidia.com/gpu", gpus[0]["name"], device, count)
 
 
-def _mixed(model: GpuModel, gpus: list[Gpu]) -> dict[str, str]:
+def _mixed(gpus: list[dict[str, Any]]) -> dict[str, str]:
     labels: dict[str, str] = {}
-    for name, (device, count) in sorted(_by_type(hardware.mig_devices(model, gpus)).items()):
-        labels.update(_mig_labels(names.MIG_RESOURCE_PREFIX + name.replace("+", "."), model, device, count))
+    for name, (device, count) in sorted(_by_type(gpus).items()):
+        labels.update(_mig_labels(names.MIG_RESOURCE_PREFIX + name, gpus[0]["name"], device, count))
     return labels
 
 
-def gfd_labels(model: GpuModel, gpus: list[Gpu], strategy: str) -> dict[str, str]:
-    """The labels GFD writes for a node with these GPUs (without the timestamp)."""
-    major, minor, rev = [*DRIVER_VERSION.split("."), "", ""][:3]
-    cuda_major, cuda_minor = CUDA_DRIVER_VERSION
+def gfd_labels(reads: dict[str, Any], strategy: str) -> dict[str, str]:
+    """The labels GFD writes (without the timestamp) for what it read of a node (``devices`` of the probe)."""
+    major, minor, rev = [*reads["driver_version"].split("."), "", ""][:3]
+    cuda_major, cuda_minor = reads["cuda_driver_version"]
+    gpus = reads.get("devices") or []
     labels = {
         "nvidia.com/gpu.machine": sanitise(MACHINE_TYPE),
         "nvidia.com/cuda.driver.major": major, "nvidia.com/cuda.driver.minor": minor,
         "nvidia.com/cuda.driver.rev": rev,
         "nvidia.com/cuda.runtime.major": str(cuda_major), "nvidia.com/cuda.runtime.minor": str(cuda_minor),
         "nvidia.com/cuda.driver-version.major": major, "nvidia.com/cuda.driver-version.minor": minor,
-        "nvidia.com/cuda.driver-version.revision": rev, "nvidia.com/cuda.driver-version.full": DRIVER_VERSION,
+        "nvidia.com/cuda.driver-version.revision": rev, "nvidia.com/cuda.driver-version.full": reads["driver_version"],
         "nvidia.com/cuda.runtime-version.major": str(cuda_major),
         "nvidia.com/cuda.runtime-version.minor": str(cuda_minor),
         "nvidia.com/cuda.runtime-version.full": f"{cuda_major}.{cuda_minor}",
-        names.MIG_CAPABLE: "true" if model.mig_capable else "false",
+        names.MIG_CAPABLE: "true" if any(gpu["mig_capable"] for gpu in gpus) else "false",
         "nvidia.com/mps.capable": "false",
     }
     if not gpus:
         return labels
-    labels.update(_full_gpu_labels(model, gpus))
+    labels.update(_full_gpu_labels(gpus))
     if strategy in ("single", "mixed"):
         labels["nvidia.com/mig.strategy"] = strategy
-        labels.update(_single(model, gpus) if strategy == "single" else _mixed(model, gpus))
-    labels["nvidia.com/gpu.mode"] = "compute"  # data-center GPUs are 3D controllers
+        labels.update(_single(gpus) if strategy == "single" else _mixed(gpus))
+    labels["nvidia.com/gpu.mode"] = _gpu_mode(gpus)
     return labels
 
 
@@ -150,8 +167,9 @@ class FeatureDiscovery:
     """Keeps GFD's labels on the node while its pod runs."""
 
     def __init__(self, writer: Writer, clock: Clock, wake: Wake, start_delay_s: float,
-                 ready_at: dict[str, float], model_of: Callable[[str], GpuModel | None]):
+                 ready_at: dict[str, float], model_of: Callable[[str], GpuModel | None], probe: Probe):
         self.writer = writer
+        self.probe = probe
         self.clock = clock
         self.wake = wake
         self.start_delay_s = start_delay_s
@@ -169,7 +187,7 @@ class FeatureDiscovery:
             self.wake(view.name, left)
             return
         strategy = pod_env(pod, "MIG_STRATEGY") or "none"
-        desired = gfd_labels(model, hardware.gpus(view.node), strategy)
+        desired = gfd_labels(self.probe.devices(view.name, model, hardware.gpus(view.node)), strategy)
         current = {k: v for k, v in view.labels.items() if owned(k) and k != names.GFD_TIMESTAMP}
         if current == desired:
             return

@@ -28,7 +28,7 @@ from typing import Any
 
 from migrollout import kube
 from migrollout.kube import KubeClient, KubeError
-from simcluster import nvml_node
+from simcluster import device_plugin_probe, nvml_node
 from simcluster.fleet import Fleet, NodeSpec
 from simcluster.sim import boot, gpus, hardware, names
 from simcluster.sim.containers import ContainerRuntime
@@ -71,7 +71,6 @@ class Simulator:
         self._booted: dict[tuple, tuple[hardware.Gpu, ...]] = {}
         # NVIDIA's code: one mig-oracle for the process (thread-safe), the built nvidia-mig-parted CLI.
         nvidia = Remembered(boot.validator(), selector if selector is not None else gpus.shared_oracle())
-        self.selector: Selector = nvidia
         self.validate = nvidia.validate
         self.catalogue = catalogue if catalogue is not None else gpus.catalogue()
 
@@ -90,15 +89,16 @@ class Simulator:
         self.operator = OperatorSim(api, self.policies, self.daemonsets, settings,
                                     lambda delay: self.queue.add_after(self.OPERATOR_KEY, delay))
         configs = MigConfigs(self._read_configmap, self._publish_configmap)
+        self.mig_parted = mig_parted = nvml_node.for_cluster(status_file.parent if status_file else None)
         self.mig_manager = MigManager(
             Tools(writer=self, clock=clock, wake=self.wake, settings=settings, configs=configs,
-                  validate=self.validate, reboot=self.reboot,
-                  mig_parted=nvml_node.for_cluster(status_file.parent if status_file else None)),
+                  validate=self.validate, reboot=self.reboot, mig_parted=mig_parted),
             self.model, self.epoch)
+        probe = device_plugin_probe.for_cluster(mig_parted)
         self.device_plugin = DevicePlugin(self, clock, self.wake, settings.device_plugin_delay_s,
-                                          self.kubelet.ready_at, self.model, self.epoch)
+                                          self.kubelet.ready_at, self.model, self.epoch, probe)
         self.feature_discovery = FeatureDiscovery(self, clock, self.wake, settings.gfd_delay_s,
-                                                  self.kubelet.ready_at, self.model)
+                                                  self.kubelet.ready_at, self.model, probe)
 
     # -- event routing -----------------------------------------------------------------------------------------
 
@@ -266,7 +266,7 @@ class Simulator:
         if known is None:  # a pool's nodes all boot alike: ask NVIDIA's code once per pool
             model = self.catalogue.get(spec.gpu.key)
             states, problem = boot.booted_gpus(model, spec.gpu_count, spec.mig_config, spec.mig_devices,
-                                               self.selector, self.validate)
+                                               self.mig_parted, self.validate)
             if problem:
                 raise ValueError(f"node {spec.name}: cannot boot with {spec.mig_config or spec.mig_devices}: "
                                  f"{problem}")

@@ -26,15 +26,27 @@ def test_every_profile_at_max_under_each_strategy(model, strategy):
             assert result.labels["nvidia.com/gpu.product"] == f"{model.product}-MIG-{profile.resource_suffix}"
             assert result.labels["nvidia.com/gpu.count"] == str(total)
         else:
-            assert result.resources == {profile.resource_name: total}
+            # A media-extension variant counts under its plain profile (advertised.mixed_resource); GFD names it.
+            plain = min((p for p in model.profiles if p.name in profile.name), key=lambda p: len(p.name))
+            assert result.resources == {plain.resource_name: total}
             assert result.labels[f"nvidia.com/mig-{profile.resource_suffix}.count"] == str(total)
             assert result.labels["nvidia.com/gpu.count"] == "4"  # physical GPUs, MIG or not
             assert result.labels["nvidia.com/gpu.product"] == model.product
 
 
+def test_mixed_counts_a_variant_and_a_compute_instance_under_the_profile_inside_its_name():
+    # The device plugin's patterns are not anchored and the plain profile's comes first (NVML's order).
+    model = catalogue.find_model("A100-80GB")
+    layouts = [GpuLayout(True, {"1g.10gb+me": 1, "1g.10gb": 2, "1c.3g.40gb": 3}), GpuLayout(True, {"1g.20gb": 2})]
+    assert device_plugin_resources(model, layouts, "mixed") == (
+        {"nvidia.com/mig-1g.10gb": 3, "nvidia.com/mig-1g.20gb": 2, "nvidia.com/mig-3g.40gb": 3}, None)
+    labels = gfd_labels(model, layouts, "mixed")
+    assert labels["nvidia.com/mig-1g.10gb.me.count"] == "1" and labels["nvidia.com/mig-1g.10gb.count"] == "2"
+
+
 def test_mixed_counts_whole_gpus_separately():
     layouts = [GpuLayout(True, {"1g.10gb": 7}), DISABLED, DISABLED]
-    resources, error = device_plugin_resources(layouts, "mixed")
+    resources, error = device_plugin_resources(catalogue.find_model("A100-80GB"), layouts, "mixed")
     assert error is None
     assert resources == {"nvidia.com/mig-1g.10gb": 7, "nvidia.com/gpu": 2}
 
@@ -42,12 +54,12 @@ def test_mixed_counts_whole_gpus_separately():
 @pytest.mark.parametrize("layouts, message", [
     ([GpuLayout(True, {"1g.10gb": 7}), DISABLED], "same migEnabled value"),
     ([GpuLayout(True, {})], "device 0 has no MIG devices configured"),
-    ([GpuLayout(True, {"1g.10gb": 2, "3g.40gb": 1})], "More than one MIG device type"),
+    ([GpuLayout(True, {"1g.10gb": 2, "3g.40gb": 1})], "more than one MIG device type"),
 ])
 def test_single_strategy_invalid_layouts(layouts, message):
     model = catalogue.find_model("A100-80GB")
     assert message in single_strategy_error(layouts)
-    assert device_plugin_resources(layouts, "single") == ({}, single_strategy_error(layouts))
+    assert device_plugin_resources(model, layouts, "single") == ({}, single_strategy_error(layouts))
     labels = gfd_labels(model, layouts, "single")
     assert labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB-MIG-INVALID"
     assert labels["nvidia.com/gpu.count"] == "0"
@@ -59,7 +71,7 @@ def test_single_strategy_without_mig_looks_like_none():
     assert labels["nvidia.com/gpu.count"] == "4"
     assert labels["nvidia.com/mig.strategy"] == "single"
     assert labels["nvidia.com/mig.capable"] == "false"
-    assert device_plugin_resources([DISABLED] * 4, "single") == ({"nvidia.com/gpu": 4}, None)
+    assert device_plugin_resources(model, [DISABLED] * 4, "single") == ({"nvidia.com/gpu": 4}, None)
 
 
 # GFD's labels for one MIG device type come from NVML's attributes of such a device: the recorded tables.

@@ -1,0 +1,90 @@
+"""NVIDIA's device plugin asked, through the GPU-less NVML, what it makes of a simulated node's GPUs: how the
+simulated device plugin and GPU feature discovery read a node's MIG devices as the real ones do.
+
+``device-plugin-probe`` (``device_plugin_build``) runs in the node's host view (``nvml.prepare_host``) on its
+host state ``<state dir>/nvml/<node>.json``, the file NVIDIA's mig-parted left (``nvml_node.RealMigParted``):
+
+* ``resources``: the device plugin's start under a MIG strategy: the resources it registers, or the error it
+  exits with (its own device map and checks);
+* ``devices``: what GFD's labelers read: driver versions, and per GPU its name, memory, compute capability, MIG
+  mode, PCI class and MIG devices with their NVML attributes.
+
+An answer depends only on the GPUs' layout (MIG modes and instances; UUIDs appear in neither), so the probe runs
+once per distinct layout, strategy and question, and nodes meeting it again get the remembered answer.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simcluster import device_plugin_build, nvml
+from simcluster.nvml_node import RealMigParted
+from simcluster.sim import hardware
+from simcluster.sim.gpus import GpuModel
+
+
+class ProbeError(RuntimeError):
+    """The probe itself could not answer (not the device plugin refusing the GPUs)."""
+
+
+@dataclass
+class DevicePluginProbe:
+    binary: Path
+    mig_parted: RealMigParted
+    runs: int = 0
+    replays: int = 0
+    _answers: dict[tuple, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _gates: dict[tuple, threading.Lock] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _ask(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], args: list[str]) -> dict[str, Any]:
+        # The node's host state holds its GPUs (written when they differ: a node no MIG manager has run on yet,
+        # or one whose reboot changed its GPUs since mig-parted last wrote it).
+        state = self.mig_parted.record(node, model.key, gpus)
+        key = (model.key, hardware.encode(gpus), tuple(args))
+        with self._lock:
+            gate = self._gates.setdefault(key, threading.Lock())
+        with gate:
+            known = self._answers.get(key)
+            if known is not None:
+                with self._lock:
+                    self.replays += 1
+                return known
+            library = self.mig_parted.library
+            if not nvml.host_view_current(state, library):
+                nvml.prepare_host(state, library=library)
+            result = subprocess.run([str(nvml.run_script(state)), str(self.binary), *args],
+                                    capture_output=True, text=True, timeout=120)
+            if result.returncode != 0:
+                lines = result.stderr.strip().splitlines()
+                raise ProbeError(f"{device_plugin_build.PROBE_NAME} {' '.join(args)} on {node}: "
+                                 f"{lines[-1] if lines else f'exit {result.returncode}'}")
+            answer = json.loads(result.stdout)
+            with self._lock:
+                self.runs += 1
+                self._answers[key] = answer
+            return answer
+
+    def resources(self, node: str, model: GpuModel, gpus: list[hardware.Gpu],
+                  strategy: str) -> tuple[dict[str, int], str]:
+        """What the device plugin registers on this node under ``strategy``, or the error it exits with."""
+        answer = self._ask(node, model, gpus, ["resources", "--mig-strategy", strategy])
+        return dict(answer.get("resources") or {}), answer.get("error", "")
+
+    def devices(self, node: str, model: GpuModel, gpus: list[hardware.Gpu]) -> dict[str, Any]:
+        """What GFD reads of this node's GPUs (see the module docstring)."""
+        return self._ask(node, model, gpus, ["devices"])
+
+
+def for_cluster(mig_parted: RealMigParted) -> DevicePluginProbe:
+    """The probe over the cluster's host states (the one ``simcluster build`` built)."""
+    binary = device_plugin_build.find()
+    if binary is None:
+        raise nvml.NvmlError(f"the simulated device plugin and GFD need {device_plugin_build.PROBE_NAME} built: "
+                             f"run 'simcluster build'")
+    return DevicePluginProbe(binary, mig_parted)
