@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the bare-metal test hosts run for real (simcluster hosts): OpenSSH's server, and with
-# `--slurm` Slurm's controller and node daemons with MUNGE. Installed with apt when missing (CI runs as root
+# `--slurm` Slurm's controller and node daemons with MUNGE; python3-apt, which Ansible's apt module needs on a host
+# (the role's `package` install source; the hosts run the machine's /usr/bin/python3). Installed with apt when missing (CI runs as root
 # on a fresh Debian machine with apt reachable). No service is started here: the hosts start their own
 # daemons in their own namespaces, so a policy-rc.d that refuses service starts is in place for the install.
 set -euo pipefail
-packages=(openssh-server slurmctld slurmd slurm-client munge)
+packages=(openssh-server slurmctld slurmd slurm-client munge python3-apt)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -2,7 +2,8 @@
 
 ``up`` lays out each host's private directories under the state dir (``hosts/NAME/{etc,var,usr-local,
 root,tmp}``: ``/etc`` starts as a copy of the machine's, with its own hostname, ``/etc/hosts``, sshd
-configuration and host key, and no service enabled), makes one SSH key for the set, starts the
+configuration and host key, no apt source and no service enabled; ``hosts/NAME/overlay/{usr,dpkg}`` keep
+what the host writes in its overlaid ``/usr`` and ``/var/lib/dpkg``), makes one SSH key for the set, starts the
 supervisor (:mod:`simcluster.hosts.supervisor`), waits until every host answers over SSH with that key,
 and writes the Ansible inventory. ``down`` stops the supervisor, which stops every host.
 
@@ -144,8 +145,13 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
     (ssh / "sshd_config").write_text(SSHD_CONFIG)
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}", "-f",
           str(ssh / "ssh_host_ed25519_key")], f"host {host.name}: ssh-keygen")
+    # A test host reaches no package mirror: the machine's apt sources are not the host's (a package comes
+    # from the repository the playbook names).
+    for source in [etc / "apt" / "sources.list", *(etc / "apt" / "sources.list.d").glob("*")]:
+        if source.is_file() or source.is_symlink():
+            source.unlink()
     var = root / "var"
-    for sub in ("lib", "log", "spool", "cache", "tmp", "lib/nvidia-mig-manager", GPU_STATE_MOUNT[5:]):
+    for sub in ("lib", "log", "spool", "cache", "tmp", "lib/nvidia-mig-manager", GPU_STATE_MOUNT[5:], *APT_DIRS):
         (var / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(var / "tmp", 0o1777)
     (var / "run").symlink_to("../run")
@@ -181,12 +187,24 @@ def _layout_host(state: Path, host: Host, hosts: list[Host], public_key: str, ex
         on_boot.append(["ldconfig"])
         on_reboot.append([sys.executable, "-m", "simcluster.hosts.gpus", "reboot", GPU_STATE_FILE,  # the host's path
                           *(["--mode-change-fails"] if host.faults.get("reboot_fails") else [])])
-    return {"name": host.name, "address": host.address, "root": str(root), "gpus": host.gpu_count,
+    overlays = []
+    for name, lower, target in (("usr", "/usr", "/usr"), ("dpkg", "/var/lib/dpkg", str(var / "lib" / "dpkg"))):
+        for part in ("upper", "work"):
+            (root / "overlay" / name / part).mkdir(parents=True)
+        Path(target).mkdir(parents=True, exist_ok=True)
+        overlays.append({"lower": lower, "target": target, "upper": str(root / "overlay" / name / "upper"),
+                         "work": str(root / "overlay" / name / "work")})
+    return {"name": host.name, "address": host.address, "root": str(root), "gpus": host.gpu_count, "overlays": overlays,
             "modules": str(nvml.host_dir(gpu / "state.json") / "modules") if host.gpu else "", "binds": binds, "on_boot": on_boot, "on_reboot": on_reboot, "reboot_s": 0}
 
 
 # The directories a host has its own of (bound over the machine's), and their folders in the host's root.
+# /usr is the host's own too, as an overlay of the machine's (the host's writes under hosts/NAME/overlay/usr/upper),
+# so what lives in the machine's /usr is seen as it is; /var/lib/dpkg likewise (overlay/dpkg/upper): the host
+# starts with the machine's installed packages, and a package it installs is its own.
 PRIVATE_DIRS = (("/root", "root"), ("/usr/local", "usr-local"), ("/var", "var"), ("/tmp", "tmp"))
+# What apt needs in the host's /var to install a package (its lists and archives, its log).
+APT_DIRS = ("lib/apt/lists/partial", "cache/apt/archives/partial", "log/apt")
 
 
 def _python_paths() -> list[Path]:

@@ -9,7 +9,9 @@ It reads ``STATE_DIR/hosts.json`` (written by :mod:`simcluster.hosts.hostset`) a
   (:func:`host_init`). Its network is one veth pair, ``eth0`` in the host and the other end on the hub's
   bridge, with an address of 169.254.0.0/16 (link-local, never routed) that only these namespaces own.
   Its ``/etc``, ``/var``, ``/usr/local``, ``/root`` and ``/tmp`` are private directories under the state
-  dir, bound over the machine's; ``/run`` is a tmpfs; ``/proc`` its own.
+  dir, bound over the machine's; ``/usr`` and ``/var/lib/dpkg`` are overlays of the machine's whose
+  writes stay in the state dir (a package installed on the host changes neither the machine's ``/usr``
+  nor its dpkg database); ``/run`` is a tmpfs; ``/proc`` its own.
 
 The control host (Ansible) reaches a host's sshd from the hub's namespace (:mod:`simcluster.hosts.proxy`
 as SSH's ProxyCommand), so no address or route is added to the machine's own network namespace.
@@ -91,6 +93,12 @@ def _mounts(host: dict[str, Any]) -> None:
     modules = Path(host["modules"]).read_text() if host.get("modules") else ""
     # Every source is opened before any bind: the state dir may be under a directory a bind hides (/tmp).
     opened = [(os.open(source, os.O_PATH | os.O_CLOEXEC), target) for source, target in binds + late]
+    # The host's own /usr and dpkg database: the machine's, read through, with the host's writes kept in its
+    # state dir (a package the host installs lands there, not in the machine's /usr). Before the binds: the
+    # private /usr/local is bound over the overlaid /usr, and the private /var brings its dpkg overlay along.
+    for overlay in host.get("overlays", []):
+        _mount("overlay", overlay["target"], "overlay", 0,
+               f"lowerdir={overlay['lower']},upperdir={overlay['upper']},workdir={overlay['work']}")
     for fd, target in opened[:len(binds)]:
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
     _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")

@@ -39,8 +39,11 @@ import subprocess
 import sys
 import time
 
-UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
-             "/usr/lib/systemd/system")
+# systemd's unit search path; /lib/systemd/system is where Debian's packages put units, the same directory as
+# /usr/lib/systemd/system where /lib links to usr/lib (counted once, or its drop-ins would be read twice).
+UNIT_DIRS = tuple(dict.fromkeys(os.path.realpath(directory) for directory in (
+    "/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system",
+    "/lib/systemd/system")))
 STATE_DIR = "/run/simcluster-systemd"
 LOG_DIR = "/var/log/simcluster-systemd"
 STOP_TIMEOUT_S = 90.0  # systemd's DefaultTimeoutStopSec
