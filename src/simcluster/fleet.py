@@ -324,8 +324,11 @@ def _boot_problem(check: _Validator, path: list[str | int], gpu: GpuModel, count
     with tempfile.TemporaryDirectory(prefix="simcluster-boot-") as scratch:
         try:
             full = gpu_models.catalogue().get(gpu.key)
-            _booted, problem = boot.booted_gpus(full, count, mig_config, mig_devices,
-                                                nvml_node.for_cluster(Path(scratch)), boot.validator())
+            real = nvml_node.for_cluster(Path(scratch))
+            try:
+                _booted, problem = boot.booted_gpus(full, count, mig_config, mig_devices, real, boot.validator())
+            finally:
+                real.close()
         except Exception as exc:  # not built, or the helper died: say what checking this field needs
             raise check.fail(path, f"checking it needs NVIDIA's mig-parted, the GPU-less NVML and MIG tables "
                                    f"({exc})") from None

@@ -271,6 +271,14 @@ class RealMigParted:
         scratch.write_text(json.dumps(counts))
         scratch.replace(target)
 
+    def close(self) -> None:
+        """Write the counts now and stop the pending write (before the work directory goes away)."""
+        with self._lock:
+            timer, self._counts_timer = self._counts_timer, None
+        if timer is not None:
+            timer.cancel()
+            self._flush_counts()
+
     # The four commands of the MIG manager's sequence (reconfigure-mig.sh and its Go port).
 
     def assert_config(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], gpu_in_use: bool,

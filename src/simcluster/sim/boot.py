@@ -7,7 +7,7 @@ could not have."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -16,6 +16,9 @@ from simcluster.sim import hardware, mig_parted
 from simcluster.sim.faults import NodeFaults
 from simcluster.sim.gpus import GpuModel
 from simcluster.sim.hardware import Gpu
+
+if TYPE_CHECKING:
+    from simcluster.nvml_node import RealMigParted
 
 # The config name of the file that carries a pool's mig_devices.
 DEVICES_CONFIG = "fleet-mig-devices"
@@ -46,10 +49,9 @@ def devices_document(mig_devices: dict[str, int]) -> str:
 
 
 def booted_gpus(model: GpuModel, count: int, mig_config: str | None, mig_devices: dict[str, int] | None,
-                real: Any, validate: Callable[[str, str], tuple[bool, str]],
+                real: RealMigParted, validate: Callable[[str, str], tuple[bool, str]],
                 document: str | None = None) -> tuple[list[Gpu], str]:
-    """The node's GPUs at boot, or why that layout cannot be (the problem, in mig-parted's words). ``real``: a
-    ``nvml_node.RealMigParted``."""
+    """The node's GPUs at boot, or why that layout cannot be (the problem, in mig-parted's words)."""
     gpus = [hardware.MIG_DISABLED] * count
     if mig_devices:
         document, config = devices_document(mig_devices), DEVICES_CONFIG

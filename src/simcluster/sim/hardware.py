@@ -76,32 +76,6 @@ class Gpu:
 MIG_DISABLED = Gpu()
 
 
-@dataclass(frozen=True)
-class MigDevice:
-    """One MIG device and the attributes NVML gives it (nvmlDeviceGetAttributes on its handle)."""
-
-    gpu: int
-    name: str
-    gpu_instance: GpuInstanceProfile
-    compute_instance: ComputeProfile
-
-    def attributes(self) -> dict[str, int]:
-        gi, ci = self.gpu_instance, self.compute_instance
-        return {"memory": gi.memory_mib, "multiprocessors": ci.multiprocessors, "slices.gi": gi.compute_slices,
-                "slices.ci": ci.slices, "engines.copy": gi.copy_engines, "engines.decoder": gi.decoders,
-                "engines.encoder": gi.encoders, "engines.jpeg": gi.jpegs, "engines.ofa": gi.ofas}
-
-
-def mig_devices(model: GpuModel, gpus: list[Gpu] | tuple[Gpu, ...]) -> list[MigDevice]:
-    found = []
-    for index, gpu in enumerate(gpus):
-        for name in gpu.devices():
-            resolved = model.device_profile(name)
-            if resolved is not None:
-                found.append(MigDevice(index, name, *resolved))
-    return found
-
-
 # -- NVML's instance management -------------------------------------------------------------------------------------
 
 @dataclass
