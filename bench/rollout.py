@@ -37,6 +37,10 @@ FLOW_SCHEMA = {
 }
 
 
+def read_counts(path: Path) -> dict[str, float]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def requests_so_far(cluster: Cluster) -> int:
     text = cluster.api.request("GET", "/metrics")
     total = 0
@@ -114,10 +118,13 @@ def main() -> int:
             operator = cluster.operator_kubeconfig
             figures["operator_install_s"] = install_operator_and_rbac(cluster)
             runs = (("window_1", "1", "all-1g.10gb"), ("window_10_percent", "10%", "all-disabled"))
-            counts_file = Path(workdir) / "c" / "nvml" / "mig-parted-runs.json"
+            # NVIDIA's tools as the simulator ran them (simcluster.nvml_node.RunCounts): mig-parted in the MIG
+            # managers, the device plugin's probe for the device plugins and GFD.
+            tools = {"mig_parted": Path(workdir) / "c" / "nvml" / "mig-parted-runs.json",
+                     "device_plugin_probe": Path(workdir) / "c" / "nvml" / "device-plugin-probe-runs.json"}
             for label, window, config in runs:
                 before = requests_so_far(cluster)
-                counts_before = json.loads(counts_file.read_text()) if counts_file.exists() else {}
+                counts_before = {tool: read_counts(path) for tool, path in tools.items()}
                 with tempfile.TemporaryDirectory() as reports:
                     elapsed, _ = ansible_playbook(
                         cluster, "playbooks/mig-reconfigure.yml", operator, "-e", f"mig_config={config}",
@@ -127,12 +134,11 @@ def main() -> int:
                 requests = requests_so_far(cluster) - before
                 steps = step_figures(report)
                 in_tasks = sum(steps["task_requests_per_node"].values())  # type: ignore[union-attr]
-                # NVIDIA's mig-parted as the simulated MIG managers ran it: real runs (once per distinct input)
-                # and the seconds they took, and replays of a real run's outcome on the other nodes.
+                # Real runs (once per distinct input) and the seconds they took, and replays of a real run's
+                # answer on the other nodes.
                 time.sleep(1)  # the simulator writes its counts half a second after the last command
-                counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
-                mig_parted = {key: round(counts.get(key, 0) - counts_before.get(key, 0), 3)
-                              for key in ("runs", "run_seconds", "replays")}
+                ran = {tool: {key: round(read_counts(path).get(key, 0) - counts_before[tool].get(key, 0), 3)
+                              for key in ("runs", "run_seconds", "replays")} for tool, path in tools.items()}
                 figures[label] = {
                     "nodes": nodes, "changed": done, "wall_s": round(elapsed, 1),
                     "per_node_s": round(elapsed / nodes, 3),
@@ -141,7 +147,7 @@ def main() -> int:
                     "other_requests_per_node (inventory, plan, lock, renewals, report)":
                         round(requests / nodes - in_tasks, 2),
                     **steps,
-                    "mig_parted": mig_parted,
+                    **ran,
                 }
                 print(f"{label}: {figures[label]}", flush=True)
                 assert done == nodes, report["summary"]

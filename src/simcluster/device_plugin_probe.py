@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simcluster import device_plugin_build, nvml
-from simcluster.nvml_node import RealMigParted
+from simcluster.nvml_node import RealMigParted, RunCounts
 from simcluster.sim import hardware
 from simcluster.sim.gpus import GpuModel
 
@@ -34,17 +35,24 @@ class ProbeError(RuntimeError):
 
 @dataclass
 class DevicePluginProbe:
+    """Asks ``device-plugin-probe`` about a node (see the module docstring); ``counts`` in
+    ``<the mig-parted runner's workdir>/device-plugin-probe-runs.json``."""
+
     binary: Path
     mig_parted: RealMigParted
-    runs: int = 0
-    replays: int = 0
+    counts: RunCounts = field(init=False, repr=False)
     _answers: dict[tuple, dict[str, Any]] = field(default_factory=dict, repr=False)
     _gates: dict[tuple, threading.Lock] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    COUNTS_FILE = "device-plugin-probe-runs.json"
+
+    def __post_init__(self) -> None:
+        self.counts = RunCounts(self.mig_parted.workdir / self.COUNTS_FILE)
+
     def _ask(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], args: list[str]) -> dict[str, Any]:
         # The node's host state holds its GPUs (written when they differ: a node no MIG manager has run on yet,
-        # or one whose reboot changed its GPUs since mig-parted last wrote it).
+        # or one whose reboot changed its GPUs since mig-parted last wrote it), and has its host view.
         state = self.mig_parted.record(node, model.key, gpus)
         key = (model.key, hardware.encode(gpus), tuple(args))
         with self._lock:
@@ -52,21 +60,18 @@ class DevicePluginProbe:
         with gate:
             known = self._answers.get(key)
             if known is not None:
-                with self._lock:
-                    self.replays += 1
+                self.counts.replayed()
                 return known
-            library = self.mig_parted.library
-            if not nvml.host_view_current(state, library):
-                nvml.prepare_host(state, library=library)
+            started = time.monotonic()
             result = subprocess.run([str(nvml.run_script(state)), str(self.binary), *args],
                                     capture_output=True, text=True, timeout=120)
+            self.counts.ran(time.monotonic() - started)
             if result.returncode != 0:
                 lines = result.stderr.strip().splitlines()
                 raise ProbeError(f"{device_plugin_build.PROBE_NAME} {' '.join(args)} on {node}: "
                                  f"{lines[-1] if lines else f'exit {result.returncode}'}")
             answer = json.loads(result.stdout)
             with self._lock:
-                self.runs += 1
                 self._answers[key] = answer
             return answer
 

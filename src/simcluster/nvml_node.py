@@ -141,6 +141,58 @@ def host_faults(faults: NodeFaults) -> dict[str, bool]:
     return {"reset_keeps_pending": faults.reboot_required, "create_fails": faults.apply_fails}
 
 
+class RunCounts:
+    """How often a memoized tool ran for real, for how long, and how often its answer was replayed, kept in a
+    JSON file (``bench/rollout.py`` reports it) written at most every half second: a write costs about as much
+    as a replay."""
+
+    DELAY_S = 0.5
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.runs = 0
+        self.replays = 0
+        self.run_seconds = 0.0
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def ran(self, seconds: float) -> None:
+        with self._lock:
+            self.runs += 1
+            self.run_seconds += seconds
+        self._schedule()
+
+    def replayed(self) -> None:
+        with self._lock:
+            self.replays += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                return
+            self._timer = threading.Timer(self.DELAY_S, self._flush)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            counts = {"runs": self.runs, "run_seconds": round(self.run_seconds, 3), "replays": self.replays}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.path.with_name(f".{self.path.name}.{threading.get_ident()}")
+        scratch.write_text(json.dumps(counts))
+        scratch.replace(self.path)
+
+    def close(self) -> None:
+        """Write the counts now and stop the pending write (before the directory goes away)."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            self._flush()
+
+
 @dataclass
 class RealMigParted:
     """NVIDIA's ``nvidia-mig-parted`` (``assert``, ``assert --mode-only``, ``apply --mode-only``, ``apply``) run
@@ -153,20 +205,21 @@ class RealMigParted:
     that input (UUIDs aside), so the binary runs once per distinct input, and a node that meets the same input
     later gets the remembered outcome (exit status, mig-parted's message, the GPUs it left), with its own
     UUIDs kept: a 200-node rollout of two models runs the binary a handful of times, not a thousand
-    (``docs/simcluster.md`` has the cost of each). ``runs`` and ``replays`` count both."""
+    (``docs/simcluster.md`` has the cost of each). ``counts`` counts both, in ``<workdir>/mig-parted-runs.json``."""
 
     binary: Path
     library: Path
     workdir: Path
-    runs: int = 0
-    replays: int = 0
-    run_seconds: float = 0.0
+    counts: RunCounts = field(init=False, repr=False)
     _outcomes: dict[tuple, tuple[bool, str, str]] = field(default_factory=dict, repr=False)
     _gates: dict[tuple, threading.Lock] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _counts_timer: threading.Timer | None = field(default=None, repr=False)
 
     MAX_REMEMBERED = 4096
+    COUNTS_FILE = "mig-parted-runs.json"
+
+    def __post_init__(self) -> None:
+        self.counts = RunCounts(self.workdir / self.COUNTS_FILE)
 
     def state_file(self, node: str) -> Path:
         return (self.workdir / f"{node}.json").resolve()
@@ -178,17 +231,21 @@ class RealMigParted:
             return None  # a damaged file is rewritten from the node's GPUs
 
     def record(self, node: str, model: str, gpus: list[hardware.Gpu]) -> Path:
-        """Write the node's host state for these GPUs (when they differ from what it holds)."""
+        """Write the node's host state for these GPUs (when they differ from what it holds), and the host's view
+        (what programs run on the host see: ``nvml.prepare_host``) when it has none yet."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         state = self.state_file(node)
         with nvml.locked(state):
             previous = self._previous(state)
-            if previous is not None and previous["model"]["key"] == model and node_gpus(previous) == gpus:
-                return state
-            data = host_state(model, gpus, previous=previous)
-            if previous is not None:
-                data["faults"] = previous.get("faults", {})
-            nvml.save(state, data)
+            same_host = previous is not None and previous["model"]["key"] == model and \
+                len(previous["gpus"]) == len(gpus)
+            if not (same_host and node_gpus(previous) == gpus):
+                data = host_state(model, gpus, previous=previous)
+                if previous is not None:
+                    data["faults"] = previous.get("faults", {})
+                nvml.save(state, data)
+        if not same_host or not nvml.host_view_current(state, self.library):
+            nvml.prepare_host(state, library=self.library)
         return state
 
     def _run(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
@@ -212,10 +269,7 @@ class RealMigParted:
         started = time.monotonic()
         result = subprocess.run([str(script), str(self.binary), *args, "-f", str(config_file), "-c", config],
                                 capture_output=True, text=True, timeout=300)
-        with self._lock:
-            self.runs += 1
-            self.run_seconds += time.monotonic() - started
-        self._write_counts()
+        self.counts.ran(time.monotonic() - started)
         with nvml.locked(state):
             after = nvml.load(state)
             for gpu in after["gpus"]:
@@ -242,42 +296,12 @@ class RealMigParted:
                 return Outcome(after, ok, message)
         ok, message, encoded = known
         after = hardware.decode(encoded)
-        with self._lock:
-            self.replays += 1
+        self.counts.replayed()
         self.record(node, model.key, after)
-        self._write_counts()
         return Outcome(after, ok, message)
 
-    COUNTS_FILE = "mig-parted-runs.json"
-
-    COUNTS_DELAY_S = 0.5
-
-    def _write_counts(self) -> None:
-        """``<workdir>/mig-parted-runs.json``: real runs, their seconds, replays (bench/rollout.py reports them),
-        written at most every half second (a write costs about as much as a replay)."""
-        with self._lock:
-            if self._counts_timer is not None:
-                return
-            self._counts_timer = threading.Timer(self.COUNTS_DELAY_S, self._flush_counts)
-            self._counts_timer.daemon = True
-            self._counts_timer.start()
-
-    def _flush_counts(self) -> None:
-        with self._lock:
-            self._counts_timer = None
-            counts = {"runs": self.runs, "run_seconds": round(self.run_seconds, 3), "replays": self.replays}
-        target = self.workdir / self.COUNTS_FILE
-        scratch = target.with_name(f".{target.name}.{threading.get_ident()}")
-        scratch.write_text(json.dumps(counts))
-        scratch.replace(target)
-
     def close(self) -> None:
-        """Write the counts now and stop the pending write (before the work directory goes away)."""
-        with self._lock:
-            timer, self._counts_timer = self._counts_timer, None
-        if timer is not None:
-            timer.cancel()
-            self._flush_counts()
+        self.counts.close()
 
     # The four commands of the MIG manager's sequence (reconfigure-mig.sh and its Go port).
 
