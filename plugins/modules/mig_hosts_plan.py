@@ -32,8 +32,18 @@ options:
         fields index, pci.bus_id, name, mig.mode.current, mig.mode.pending), C(installed) (bool), C(persisted)
         (the config of the service's C(override.conf)), C(asserted) (bool), C(record) (JSON text), C(unreachable)
         (the error, when the host could not be read), C(slurm_node) (C(scontrol show node --oneliner) text).
+      - With O(install), C(install_state) instead of C(installed), what the host has (C(binary_sha256),
+        C(version), C(config_sha256), C(unit), C(service)), judged against O(install).
     type: dict
     required: true
+  install:
+    description:
+      - What this run installs, to judge each host's C(install_state) by. C(source) (files, package or url),
+        C(binary_sha256) (files only, the control host's binary), C(config_sha256) (the config file's).
+      - A files host is installed with the very binary; a package or url host with the release
+        O(mig_parted_version) (its C(nvidia-mig-parted --version)); both with the same config file, the unit and
+        NVIDIA's C(service.sh).
+    type: dict
   config_file:
     description: The mig-parted config file (its text) the hosts get.
     type: str
@@ -102,6 +112,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "config_file": {"type": "str", "required": True},
     "mig_parted_version": {"type": "str", "required": True},
     "settings": {"type": "dict", "required": True},
+    "install": {"type": "dict"},
 }
 
 
@@ -116,6 +127,12 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                                                           ctx.params["mig_parted_version"])
             except baremetal.PlanError as exc:
                 host["problems"] = [str(exc)]
+        if ctx.params["install"] is not None and "install_state" in host:
+            try:
+                host["installed"] = baremetal.installed(dict(host.pop("install_state") or {}), {
+                    **ctx.params["install"], "mig_parted_version": ctx.params["mig_parted_version"]})
+            except baremetal.PlanError as exc:
+                raise TaskFailed(str(exc)) from None
         if host.get("slurm_node"):
             host["slurm_admin_drained"] = slurm.drained_by_admin(slurm.node_fields(str(host["slurm_node"])))
         facts[str(name)] = host

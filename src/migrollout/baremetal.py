@@ -64,6 +64,29 @@ def fit_problems(config_text: str, name: str, gpus: list[dict[str, str]], mig_pa
     return layouts.fit_problems(config, name, model, len(gpus))
 
 
+INSTALL_SOURCES = ("files", "package", "url")
+
+
+def installed(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether a host has NVIDIA's mig-parted and service as this run would install them.
+
+    ``found``, what the preflight read on the host: ``binary_sha256`` and ``version`` (``nvidia-mig-parted
+    --version``'s release) of the binary where the source puts it, ``config_sha256`` of its ``config.yaml``,
+    ``unit`` and ``service`` (the unit file and NVIDIA's ``service.sh`` exist). ``wanted``: ``source`` (files,
+    package, url), ``mig_parted_version``, ``binary_sha256`` (files only: the control host's binary) and
+    ``config_sha256`` (the control host's config file). The files source has the very binary to compare with; a
+    package or an archive is fetched by the host itself, so its release is what is compared."""
+    source = wanted.get("source")
+    if source not in INSTALL_SOURCES:
+        raise PlanError(f"unknown install source {source!r} (one of {', '.join(INSTALL_SOURCES)})")
+    if source == "files":
+        same_binary = bool(found.get("binary_sha256")) and found.get("binary_sha256") == wanted.get("binary_sha256")
+    else:
+        same_binary = bool(found.get("version")) and found.get("version") == wanted.get("mig_parted_version")
+    same_config = bool(found.get("config_sha256")) and found.get("config_sha256") == wanted.get("config_sha256")
+    return same_binary and same_config and bool(found.get("unit")) and bool(found.get("service"))
+
+
 def read_record(text: str) -> Record | None:
     try:
         return Record.decode(text) if text.strip() else None

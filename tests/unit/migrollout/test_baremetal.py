@@ -67,3 +67,33 @@ def test_report_rows_in_the_kubernetes_format():
     text = baremetal.report_text(rows)
     assert text[0].split()[:3] == ["NODE", "FROM", "->"]
     assert json.dumps(rows)
+
+
+ON_HOST = {"binary_sha256": "b1", "version": "v0.10.0", "config_sha256": "c1", "unit": True, "service": True}
+
+
+@pytest.mark.parametrize("source", ["files", "package", "url"])
+def test_a_host_with_this_runs_files_is_installed(source):
+    wanted = {"source": source, "mig_parted_version": "v0.10.0", "binary_sha256": "b1" if source == "files" else "",
+              "config_sha256": "c1"}
+    assert baremetal.installed(ON_HOST, wanted)
+    assert not baremetal.installed({**ON_HOST, "config_sha256": "c2"}, wanted)  # another config file
+    assert not baremetal.installed({**ON_HOST, "unit": False}, wanted)
+    assert not baremetal.installed({**ON_HOST, "service": False}, wanted)
+    assert not baremetal.installed({}, wanted)  # nothing there (or the host could not be read)
+
+
+def test_files_compares_the_binary_and_package_or_url_the_release():
+    files = {"source": "files", "mig_parted_version": "v0.10.0", "binary_sha256": "b1", "config_sha256": "c1"}
+    assert not baremetal.installed({**ON_HOST, "binary_sha256": "b2"}, files)  # same release, another build
+    assert baremetal.installed({**ON_HOST, "version": "v0.9.0"}, files)  # the very binary, whatever it says
+    for source in ("package", "url"):
+        wanted = {"source": source, "mig_parted_version": "v0.10.0", "binary_sha256": "", "config_sha256": "c1"}
+        assert baremetal.installed({**ON_HOST, "binary_sha256": "b2"}, wanted)  # the package's own build
+        assert not baremetal.installed({**ON_HOST, "version": "v0.9.0"}, wanted)
+        assert not baremetal.installed({**ON_HOST, "version": ""}, {**wanted, "mig_parted_version": ""})
+
+
+def test_an_unknown_install_source_is_refused():
+    with pytest.raises(baremetal.PlanError, match="unknown install source 'tarball'"):
+        baremetal.installed(ON_HOST, {"source": "tarball"})
