@@ -5,8 +5,10 @@ What it registers is NVIDIA's own answer: when the plugin's pod starts, the devi
 over the node's GPUs as NVML reports them from the node's host state (``simcluster.device_plugin_probe``), with
 the ``MIG_STRATEGY`` of its pod's environment (absent: ``none``, its default). What that gives, for reading the
 tests: ``none`` counts every GPU as ``nvidia.com/gpu``; ``single`` counts GPUs without MIG and MIG devices as
-``nvidia.com/gpu`` and refuses mixed or unlike MIG devices and empty MIG-enabled GPUs; ``mixed`` names one
-``nvidia.com/mig-<profile>`` per profile and refuses a MIG device of a compute-instance profile.
+``nvidia.com/gpu`` and refuses mixed or unlike MIG devices and empty MIG-enabled GPUs; ``mixed`` counts GPUs
+without MIG as ``nvidia.com/gpu`` and a MIG device under the first whole-instance profile found in its name
+(its resource patterns are not anchored: a ``1g.10gb+me`` device as ``nvidia.com/mig-1g.10gb``, a
+``1c.3g.40gb`` device as ``nvidia.com/mig-3g.40gb``).
 
 The plugin reads the devices once, when it starts (the MIG manager restarts it around a change by pausing its
 deploy label); a refusal crash-loops its pod. The kubelet keeps the capacity of a plugin that has gone away but
