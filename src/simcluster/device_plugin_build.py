@@ -81,14 +81,7 @@ def build(log: IO[str] = sys.stderr) -> Path:
             "device_plugin": f"{DEVICE_PLUGIN_MODULE}@{DEVICE_PLUGIN_VERSION}",
             "seconds": round(time.monotonic() - started, 1),
         }, indent=2) + "\n")
-        staging.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        try:
-            staging.rename(target)
-        except OSError:
-            if find() is None:
-                raise
+        upstream.publish(staging, target, lambda: find() is not None)
     except OSError as exc:
         raise BuildError(f"building {PROBE_NAME} failed: {exc}") from None
     finally:

@@ -131,14 +131,7 @@ def build(log: IO[str] = sys.stderr) -> Path:
             "not_supported": len(stubbed),
             "seconds": seconds,
         }, indent=2) + "\n")
-        staging.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        try:
-            staging.rename(target)
-        except OSError:
-            if find() is None:
-                raise
+        upstream.publish(staging, target, lambda: find() is not None)
     except OSError as exc:
         raise BuildError(f"building {LIBRARY_NAME} failed: {exc}") from None
     finally:

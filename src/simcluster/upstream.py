@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -212,6 +213,19 @@ def _download_operator(go: str, scratch: Path) -> Path:
     return download_module(go, OPERATOR_MODULE, OPERATOR_VERSION, OPERATOR_SUM, scratch)
 
 
+def publish(staging: Path, target: Path, complete: Callable[[], bool]) -> None:
+    """Move a finished build from its staging directory to its place in the cache. Two builds may race: losing
+    is fine only if the winner left a complete build (``complete``)."""
+    staging.chmod(0o755)
+    if target.exists():
+        shutil.rmtree(target)
+    try:
+        staging.rename(target)
+    except OSError:
+        if not complete():
+            raise
+
+
 def copy_tree(source: Path, target: Path) -> None:
     """Copy out of the module cache, whose files and directories are read-only."""
     shutil.copytree(source, target, symlinks=True, copy_function=shutil.copy)
@@ -301,14 +315,7 @@ def build(log: IO[str] = sys.stderr) -> Upstream:
             "bytes": {path.name: path.stat().st_size
                       for path in (staging.operator, staging.mig_parted, staging.mig_oracle)},
         }, indent=2) + "\n")
-        staging.directory.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        try:
-            staging.directory.rename(target)
-        except OSError:
-            if not upstream.complete:  # lost a race only if the winner left a complete directory
-                raise
+        publish(staging.directory, target, lambda: upstream.complete)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if staging.directory.exists():

@@ -486,7 +486,7 @@ func nvmlDeviceGetUUID(device C.nvmlDevice_t, uuid *C.char, length C.uint) ret {
 		return r
 	}
 	if k, ok := keyOf(unsafe.Pointer(device.handle), kindMigDevice); ok {
-		ci := migDevice(s, k)
+		_, ci := migDevice(s, k)
 		if ci == nil {
 			return errInvalidArgument
 		}
@@ -1207,15 +1207,20 @@ func nvmlComputeInstanceDestroy(instance C.nvmlComputeInstance_t) ret {
 
 // -- MIG devices (a compute instance seen as a device, as go-nvlib walks them) --------------------------------------
 
-func migDevice(s *hostState, k handleKey) *ciState {
+// migDevice is the GPU instance and compute instance a MIG device handle names (nil, nil when either is gone).
+func migDevice(s *hostState, k handleKey) (*giState, *ciState) {
 	if int(k.gpu) >= len(s.GPUs) {
-		return nil
+		return nil, nil
 	}
 	gi := s.GPUs[k.gpu].gpuInstance(k.gi)
 	if gi == nil {
-		return nil
+		return nil, nil
 	}
-	return gi.computeInstance(k.ci)
+	ci := gi.computeInstance(k.ci)
+	if ci == nil {
+		return nil, nil
+	}
+	return gi, ci
 }
 
 //export nvmlDeviceIsMigDeviceHandle
@@ -1341,14 +1346,7 @@ func deviceAttributes(device C.nvmlDevice_t, attributes *C.nvmlDeviceAttributes_
 	if k.kind != kindMigDevice {
 		return errNotSupported
 	}
-	if int(k.gpu) >= len(s.GPUs) {
-		return errInvalidArgument
-	}
-	gi := s.GPUs[k.gpu].gpuInstance(k.gi)
-	if gi == nil {
-		return errNotFound
-	}
-	ci := gi.computeInstance(k.ci)
+	gi, ci := migDevice(s, k)
 	if ci == nil {
 		return errNotFound
 	}
