@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simcluster import device_plugin_build, nvml
-from simcluster.nvml_node import RealMigParted, RunCounts
+from simcluster.nvml_node import RealMigParted, RunCounts, RunOnce
 from simcluster.sim import hardware
 from simcluster.sim.gpus import GpuModel
 
@@ -42,9 +41,7 @@ class DevicePluginProbe:
     binary: Path
     mig_parted: RealMigParted
     counts: RunCounts = field(init=False, repr=False)
-    _answers: dict[tuple, dict[str, Any]] = field(default_factory=dict, repr=False)
-    _gates: dict[tuple, threading.Lock] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _answers: RunOnce = field(default_factory=RunOnce, repr=False)
 
     COUNTS_FILE = "device-plugin-probe-runs.json"
 
@@ -52,36 +49,26 @@ class DevicePluginProbe:
         self.counts = RunCounts(self.mig_parted.workdir / self.COUNTS_FILE)
 
     def _ask(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], args: list[str]) -> dict[str, Any]:
-        key = (model.key, hardware.encode(gpus), tuple(args))
-        with self._lock:
-            known = self._answers.get(key)
-        if known is not None:
-            # GFD asks at every reconcile of its node: a remembered answer touches no file.
+        # A remembered answer touches no file (GFD asks at every reconcile of its node).
+        answer, ran = self._answers.get((model.key, hardware.encode(gpus), tuple(args)),
+                                        lambda: self._run(node, model, gpus, args))
+        if not ran:
             self.counts.replayed()
-            return known
-        with self._lock:
-            gate = self._gates.setdefault(key, threading.Lock())
-        with gate:
-            with self._lock:
-                known = self._answers.get(key)
-            if known is not None:  # asked by another node meanwhile
-                self.counts.replayed()
-                return known
-            # The node's host state holds its GPUs (written when they differ: a node no MIG manager has run on
-            # yet, or one whose reboot changed its GPUs since mig-parted last wrote it), and has its host view.
-            state = self.mig_parted.record(node, model.key, gpus)
-            started = time.monotonic()
-            result = subprocess.run([str(nvml.run_script(state)), str(self.binary), *args],
-                                    capture_output=True, text=True, timeout=120)
-            self.counts.ran(time.monotonic() - started)
-            if result.returncode != 0:
-                lines = result.stderr.strip().splitlines()
-                raise ProbeError(f"{device_plugin_build.PROBE_NAME} {' '.join(args)} on {node}: "
-                                 f"{lines[-1] if lines else f'exit {result.returncode}'}")
-            answer = json.loads(result.stdout)
-            with self._lock:
-                self._answers[key] = answer
-            return answer
+        return answer
+
+    def _run(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], args: list[str]) -> dict[str, Any]:
+        # The node's host state holds its GPUs (written when they differ: a node no MIG manager has run on yet,
+        # or one whose reboot changed its GPUs since mig-parted last wrote it), and has its host view.
+        state = self.mig_parted.record(node, model.key, gpus)
+        started = time.monotonic()
+        result = subprocess.run([str(nvml.run_script(state)), str(self.binary), *args],
+                                capture_output=True, text=True, timeout=120)
+        self.counts.ran(time.monotonic() - started)
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines()
+            raise ProbeError(f"{device_plugin_build.PROBE_NAME} {' '.join(args)} on {node}: "
+                             f"{lines[-1] if lines else f'exit {result.returncode}'}")
+        return json.loads(result.stdout)
 
     def resources(self, node: str, model: GpuModel, gpus: list[hardware.Gpu],
                   strategy: str) -> tuple[dict[str, int], str]:

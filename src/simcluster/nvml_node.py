@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,36 @@ class RunCounts:
             self._flush()
 
 
+class RunOnce:
+    """Answers remembered by input: the first caller of an input computes it while later callers of the same
+    input wait for that answer; other inputs go on meanwhile. At most ``size`` answers are kept (then all are
+    forgotten)."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._answers: dict[Hashable, Any] = {}
+        self._gates: dict[Hashable, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """The answer for ``key`` and whether this call computed it."""
+        with self._lock:
+            if key in self._answers:
+                return self._answers[key], False
+            gate = self._gates.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                if key in self._answers:  # computed by another caller meanwhile
+                    return self._answers[key], False
+            answer = compute()
+            with self._lock:
+                if len(self._answers) >= self.size:
+                    self._answers.clear()
+                    self._gates = {key: gate}
+                self._answers[key] = answer
+            return answer, True
+
+
 @dataclass
 class RealMigParted:
     """NVIDIA's ``nvidia-mig-parted`` (``assert``, ``assert --mode-only``, ``apply --mode-only``, ``apply``) run
@@ -211,11 +242,8 @@ class RealMigParted:
     library: Path
     workdir: Path
     counts: RunCounts = field(init=False, repr=False)
-    _outcomes: dict[tuple, tuple[bool, str, str]] = field(default_factory=dict, repr=False)
-    _gates: dict[tuple, threading.Lock] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _outcomes: RunOnce = field(default_factory=RunOnce, repr=False)
 
-    MAX_REMEMBERED = 4096
     COUNTS_FILE = "mig-parted-runs.json"
 
     def __post_init__(self) -> None:
@@ -249,7 +277,8 @@ class RealMigParted:
         return state
 
     def _run(self, node: str, model: str, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
-             config: str, args: list[str], faults: dict[str, bool]) -> tuple[bool, str, list[hardware.Gpu]]:
+             config: str, args: list[str], faults: dict[str, bool]) -> tuple[bool, str, str]:
+        """Run the binary on the node's host; its exit, its message and the GPUs it left (encoded)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         state = self.state_file(node)
         with nvml.locked(state):
@@ -275,29 +304,21 @@ class RealMigParted:
             for gpu in after["gpus"]:
                 gpu.pop("clients", None)  # the pod's hold is the kubelet's to say, call by call
             nvml.save(state, after)
-        return result.returncode == 0, "" if result.returncode == 0 else _message(result.stderr), node_gpus(after)
+        return (result.returncode == 0, "" if result.returncode == 0 else _message(result.stderr),
+                hardware.encode(node_gpus(after)))
 
     def _command(self, node: str, model: GpuModel, gpus: list[hardware.Gpu], gpu_in_use: bool, document: str,
                  config: str, args: list[str], faults: NodeFaults) -> Outcome:
         knobs = host_faults(faults)
         key = (model.key, hardware.encode(gpus), gpu_in_use, tuple(sorted(k for k, on in knobs.items() if on)),
                tuple(args), hashlib.sha256(document.encode()).hexdigest(), config)
-        with self._lock:
-            gate = self._gates.setdefault(key, threading.Lock())
-        with gate:  # nodes meeting the same input at once wait for one run of the binary
-            known = self._outcomes.get(key)
-            if known is None:
-                ok, message, after = self._run(node, model.key, gpus, gpu_in_use, document, config, args, knobs)
-                with self._lock:
-                    if len(self._outcomes) >= self.MAX_REMEMBERED:
-                        self._outcomes.clear()
-                        self._gates = {key: gate}
-                    self._outcomes[key] = (ok, message, hardware.encode(after))
-                return Outcome(after, ok, message)
-        ok, message, encoded = known
+        # Nodes meeting the same input at once wait for one run of the binary.
+        (ok, message, encoded), ran = self._outcomes.get(key, lambda: self._run(
+            node, model.key, gpus, gpu_in_use, document, config, args, knobs))
         after = hardware.decode(encoded)
-        self.counts.replayed()
-        self.record(node, model.key, after)
+        if not ran:
+            self.counts.replayed()
+            self.record(node, model.key, after)
         return Outcome(after, ok, message)
 
     def close(self) -> None:
