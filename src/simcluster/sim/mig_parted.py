@@ -17,10 +17,8 @@ with each simulated GPU's PCI id. What touches GPUs is mirrored here from mig-pa
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,41 +77,6 @@ def validate(binary: Path, document: str, config: str) -> tuple[bool, str]:
     if 'msg="' in message:  # logrus: time="..." level=fatal msg="Error ...": keep what it said
         message = message.split('msg="', 1)[1].rstrip('"')
     return result.returncode == 0, message
-
-
-class Remembered:
-    """NVIDIA's verdicts, remembered: the same file and config always get the same answer from the same binary,
-    so a thousand MIG managers starting on one ConfigMap ask once."""
-
-    def __init__(self, validate: Callable[[str, str], tuple[bool, str]], selector: Selector, size: int = 512):
-        self._validate = validate
-        self._selector = selector
-        self._size = size
-        self._lock = threading.Lock()
-        self._answers: dict[tuple, Any] = {}
-
-    def _remembered(self, key: tuple, ask: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._answers:
-                return self._answers[key]
-        answer = ask()
-        with self._lock:
-            if len(self._answers) >= self._size:
-                self._answers.clear()
-            self._answers[key] = answer
-        return answer
-
-    @staticmethod
-    def _digest(document: str) -> str:
-        return hashlib.sha256(document.encode()).hexdigest()
-
-    def validate(self, document: str, config: str) -> tuple[bool, str]:
-        return self._remembered(("valid", self._digest(document), config),
-                                lambda: self._validate(document, config))
-
-    def select(self, document: str, config: str, devices: list[tuple[int, str]]) -> list[dict]:
-        return self._remembered(("select", self._digest(document), config, tuple(devices)),
-                                lambda: self._selector.select(document, config, devices))
 
 
 def select(selector: Selector, document: str, config: str, model: GpuModel, count: int) -> Selection:

@@ -18,6 +18,7 @@ simulated one (``operator="simulated"``: ``sim/operator.py``, every pod simulate
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -30,6 +31,7 @@ from migrollout import kube
 from migrollout.kube import KubeClient, KubeError
 from simcluster import device_plugin_probe, nvml_node
 from simcluster.fleet import Fleet, NodeSpec
+from simcluster.nvml_node import RunOnce
 from simcluster.sim import boot, gpus, hardware, names
 from simcluster.sim.containers import ContainerRuntime
 from simcluster.sim.device_plugin import DevicePlugin
@@ -39,7 +41,6 @@ from simcluster.sim.gpus import Catalogue, GpuModel
 from simcluster.sim.kubelet import Kubelet
 from simcluster.sim.mig_configs import MigConfigs
 from simcluster.sim.mig_manager import MigManager, Tools
-from simcluster.sim.mig_parted import Remembered, Selector
 from simcluster.sim.operator import MANAGED_BY, OPERATOR_NAME, OperatorSim, oldest_policy, policy_namespace
 from simcluster.sim.view import NodeView
 from simcluster.sim.world import Informer, WorkQueue
@@ -56,7 +57,7 @@ class Simulator:
 
     def __init__(self, api: KubeClient, fleet: Fleet, status_file: Path | None = None, workers: int = 8,
                  operator: str = SIMULATED, runtime: ContainerRuntime | None = None,
-                 catalogue: Catalogue | None = None, selector: Selector | None = None):
+                 catalogue: Catalogue | None = None):
         self.api = api
         self.fleet = fleet
         self.simulated_operator = operator == SIMULATED
@@ -69,9 +70,8 @@ class Simulator:
         self.index_lock = threading.Lock()
         self.boot_epoch: dict[str, int] = {}
         self._booted: dict[tuple, tuple[hardware.Gpu, ...]] = {}
-        # NVIDIA's code: one mig-oracle for the process (thread-safe), the built nvidia-mig-parted CLI.
-        nvidia = Remembered(boot.validator(), selector if selector is not None else gpus.shared_oracle())
-        self.validate = nvidia.validate
+        self._check_config = boot.validator()  # NVIDIA's nvidia-mig-parted assert --valid-config
+        self._verdicts = RunOnce(512)
         self.catalogue = catalogue if catalogue is not None else gpus.catalogue()
 
         self.nodes = Informer(api, "/api/v1/nodes", "nodes", self._on_node)
@@ -201,6 +201,12 @@ class Simulator:
 
     def operator_namespace(self) -> str:
         return policy_namespace(self.policy(), self.fleet.simulation.operator_namespace)
+
+    def validate(self, document: str, config: str) -> tuple[bool, str]:
+        """NVIDIA's verdict on a config file, remembered: the same file and config always get the same answer from
+        the same binary, so a thousand MIG managers starting on one ConfigMap ask once."""
+        key = (hashlib.sha256(document.encode()).hexdigest(), config)
+        return self._verdicts.get(key, lambda: self._check_config(document, config))[0]
 
     def reboot(self, name: str) -> None:
         self.kubelet.reboot(name, self.fleet.simulation.reboot_s)
